@@ -1,0 +1,454 @@
+"Tests of mde.data: the digits default always; fake folders for every layout; the shared real data when present."
+import gzip, hashlib, io, os, pickle, shutil, tarfile, tempfile, time, warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mde.data as D
+from mde.data import (CELEBA_CROP, CIFAR10_CLASSES, DATASETS, ImageDataset, celeba_crop_box, celeba_to_crop,
+                      load_dataset, prepare_dataset, shared_data_dir)
+
+SHARED = shared_data_dir()
+needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/data (the shared working copies of the real "
+                                  "data sets) is not here; real-data tests need it")
+MEAN_LM = [69, 111, 108, 111, 89, 135, 72, 152, 106, 152]
+
+
+def _quiet_load(*args, **kw):
+    "load_dataset with its warnings captured; returns (dataset, list of warning messages)."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        ds = load_dataset(*args, **kw)
+    return ds, [str(w.message) for w in caught]
+
+
+# ---------------------------------------------------------------- digits (always available)
+
+def test_digits_shapes_range_labels(tmp_path):
+    ds = load_dataset('digits', root=tmp_path)
+    test = load_dataset('digits', 'test', root=tmp_path)
+    assert (len(ds), len(test)) == (1500, 297)
+    assert ds.images.shape == (1500, 3, 32, 32) and ds.images.dtype == torch.uint8
+    item = ds[5]
+    assert set(item) == {'image', 'label'}
+    assert item['image'].shape == (3, 32, 32) and item['image'].dtype == torch.float32
+    assert 0 <= item['image'].min() and item['image'].max() <= 1 and item['image'].max() > 0.9
+    assert torch.equal(item['image'][0], item['image'][1]) and torch.equal(item['image'][0], item['image'][2])
+    assert item['label'].dtype == torch.int64
+    assert sorted(ds.labels.unique().tolist()) == list(range(10))
+    assert sorted(test.labels.unique().tolist()) == list(range(10))
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=16)))
+    assert batch['image'].shape == (16, 3, 32, 32) and batch['label'].shape == (16,)
+
+
+def test_digits_values_match_sklearn(tmp_path):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    ds = load_dataset('digits', root=tmp_path, img_size=8, cache=False)      # no resize: only quantised
+    expect = torch.from_numpy(np.round(d.images[:1500] / 16 * 255).astype(np.uint8))
+    assert torch.equal(ds.images[:, 0], expect)
+    assert torch.equal(ds.labels, torch.from_numpy(d.target[:1500]).long())
+    test = load_dataset('digits', 'test', root=tmp_path, img_size=8, cache=False)
+    assert torch.equal(test.labels, torch.from_numpy(d.target[-297:]).long())   # disjoint, deterministic split
+    big = load_dataset('digits', root=tmp_path, img_size=64, cache=False)
+    assert big.images.shape == (1500, 3, 64, 64)
+    assert abs(big.images.float().mean() - ds.images.float().mean()) < 3        # upscaling keeps the grey level
+
+
+def test_digits_limit_is_evenly_spaced(tmp_path):
+    full = load_dataset('digits', root=tmp_path, cache=False)
+    part = load_dataset('digits', root=tmp_path, limit=10, cache=False)
+    idx = (np.arange(10) * 1500) // 10
+    assert len(part) == 10 and torch.equal(part.images, full.images[idx]) and torch.equal(part.labels, full.labels[idx])
+    assert part.info['n_available'] == 1500 and part.info['n'] == 10
+    assert len(load_dataset('digits', root=tmp_path, limit=10_000, cache=False)) == 1500
+
+
+def test_digits_cache(tmp_path, monkeypatch):
+    t0 = time.perf_counter(); first = load_dataset('digits', root=tmp_path); t1 = time.perf_counter()
+    cache = Path(first.info['cache'])
+    assert cache.is_file() and cache.parent == tmp_path / 'cache' and not first.info['from_cache']
+    calls = []
+    def no_decode(*a, **k):
+        calls.append(a); raise AssertionError('decoded again instead of reading the cache')
+    monkeypatch.setitem(D._BUILDERS, 'digits', no_decode)
+    t2 = time.perf_counter(); second = load_dataset('digits', root=tmp_path); t3 = time.perf_counter()
+    assert not calls and second.info['from_cache'] and torch.equal(second.images, first.images)
+    assert torch.equal(second.labels, first.labels) and second.info['n'] == first.info['n']
+    assert t3 - t2 < max(t1 - t0, 0.5)
+    # another size, limit or split is another cache entry; cache=False never reads it
+    with pytest.raises(AssertionError, match='decoded again'): load_dataset('digits', root=tmp_path, img_size=16)
+    with pytest.raises(AssertionError, match='decoded again'): load_dataset('digits', root=tmp_path, limit=5)
+    with pytest.raises(AssertionError, match='decoded again'): load_dataset('digits', root=tmp_path, cache=False)
+    assert len(calls) == 3
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path):
+    ds = load_dataset('digits', root=tmp_path, limit=20)
+    Path(ds.info['cache']).write_bytes(b'not a torch file')
+    again, msgs = _quiet_load('digits', root=tmp_path, limit=20)
+    assert any('unreadable cache' in m for m in msgs) and torch.equal(again.images, ds.images)
+    assert not again.info['from_cache']
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('kw, needle', [
+    (dict(name='imagenet'), "'celeba'"),
+    (dict(name='digits', split='valid'), "'test'"),
+    (dict(name='flowers102', split='val'), "'valid'"),
+    (dict(name='celeba', split='eval'), "'all'"),
+    (dict(name='digits', img_size=0), 'img_size'),
+    (dict(name='digits', img_size=4), 'img_size'),
+    (dict(name='digits', img_size=-32), 'img_size'),
+    (dict(name='digits', img_size=32.0), 'img_size'),
+    (dict(name='digits', img_size='32'), 'img_size'),
+    (dict(name='digits', img_size=True), 'img_size'),
+    (dict(name='digits', limit=0), 'limit'),
+    (dict(name='digits', limit=-1), 'limit'),
+    (dict(name='digits', limit=2.5), 'limit'),
+])
+def test_bad_inputs(tmp_path, kw, needle):
+    with pytest.raises(ValueError, match=needle): load_dataset(root=tmp_path, **kw)
+    assert not (tmp_path / 'cache').exists()
+
+
+def test_bad_name_in_prepare(tmp_path):
+    with pytest.raises(ValueError, match="valid names"): prepare_dataset('MNIST', root=tmp_path)
+
+
+def test_image_dataset_checks():
+    with pytest.raises(ValueError, match='uint8'): ImageDataset(torch.zeros(2, 3, 4, 4), [0, 1])
+    with pytest.raises(ValueError, match='uint8'): ImageDataset(torch.zeros(2, 2, 4, 4, dtype=torch.uint8), [0, 1])
+    with pytest.raises(ValueError, match='rows'): ImageDataset(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), [0])
+    with pytest.raises(ValueError, match='attrs'):
+        ImageDataset(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), [0, 1], extras={'attrs': torch.zeros(3, 40)})
+
+
+# ---------------------------------------------------------------- missing data: the error says what and how
+
+@pytest.mark.parametrize('name, files', [
+    ('mnist', ['mnist.npz', 'train-images-idx3-ubyte', 't10k-labels-idx1-ubyte']),
+    ('cifar10', ['cifar-10-batches-py', 'train/<class>', 'cifar10-jpg.tar.gz']),
+    ('celeba', ['img_align_celeba', 'list_eval_partition.txt', 'list_attr_celeba.txt', 'celeba-subset.tar.gz']),
+    ('flowers102', ['imagelabels.mat', 'setid.mat', 'jpg/image_NNNNN.jpg', 'flowers102-128.tar.gz']),
+])
+def test_missing_folder_message(tmp_path, name, files):
+    with pytest.raises(FileNotFoundError) as e: load_dataset(name, root=tmp_path)
+    msg = str(e.value)
+    for f in files: assert f in msg, f
+    assert str(tmp_path / 'raw' / name) in msg
+    assert 'download=True' in msg and 'source=' in msg
+    empty = tmp_path / 'empty'; empty.mkdir()
+    with pytest.raises(FileNotFoundError, match='Searched source'): load_dataset(name, root=tmp_path, source=empty)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_dataset(name, root=tmp_path, source=tmp_path / 'nowhere')
+
+
+def test_download_failure_message(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    def refuse(*a, **k): raise OSError('Too many users have viewed or downloaded this file recently')
+    monkeypatch.setattr(tvd, 'CelebA', refuse)
+    with pytest.raises(RuntimeError) as e: load_dataset('celeba', root=tmp_path, download=True)
+    msg = str(e.value)
+    assert 'Google Drive' in msg and 'Too many users' in msg and 'source=' in msg and 'mmlab' in msg
+
+
+# ---------------------------------------------------------------- CIFAR-10 layouts (fake files)
+
+def _cifar_batches(d, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for f in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        data[f] = {'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8), 'labels': list(range(n))}
+        with open(d / f, 'wb') as fh: pickle.dump(data[f], fh)
+    with open(d / 'batches.meta', 'wb') as fh: pickle.dump({'label_names': list(CIFAR10_CLASSES)}, fh)
+    return data
+
+
+def test_cifar_download_path_and_python_batches(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    made = {}
+    class FakeCIFAR10:       # stands in for torchvision's downloader: writes the official python batches
+        def __init__(self, root, train=True, download=False):
+            assert download
+            made.update(_cifar_batches(Path(root) / 'cifar-10-batches-py'))
+    monkeypatch.setattr(tvd, 'CIFAR10', FakeCIFAR10)
+    ds = load_dataset('cifar10', root=tmp_path, download=True)
+    assert len(ds) == 20 and ds.images.shape == (20, 3, 32, 32)
+    expect = np.concatenate([made[f'data_batch_{i}']['data'] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    assert torch.equal(ds.images, torch.from_numpy(expect))                  # exact pixels, official layout
+    assert ds.info['classes'] == list(CIFAR10_CLASSES) and ds.labels.tolist() == [0, 1, 2, 3] * 5
+    assert (tmp_path / 'raw' / 'cifar10' / 'cifar-10-batches-py' / 'test_batch').is_file()
+    test = load_dataset('cifar10', 'test', root=tmp_path, img_size=16)        # found without download now
+    assert test.images.shape == (4, 3, 16, 16)
+
+
+def _jpeg_bytes(color, size=(32, 32), mode='RGB', fmt='JPEG'):
+    buf = io.BytesIO(); Image.new(mode, size, color).save(buf, fmt); return buf.getvalue()
+
+
+def _cifar_jpg_folder(src):
+    "train/<class>/NNNN.jpg for 3 classes (2 images each) plus odd files; test/ with one image."
+    for c, cls in enumerate(('airplane', 'bird', 'truck')):
+        (src / 'train' / cls).mkdir(parents=True)
+        for i in range(2): (src / 'train' / cls / f'{i:04d}.jpg').write_bytes(_jpeg_bytes((80 * c, 20, 200)))
+    (src / 'test' / 'cat').mkdir(parents=True)
+    (src / 'test' / 'cat' / '0000.jpg').write_bytes(_jpeg_bytes((10, 200, 10)))
+    return src
+
+
+def test_corrupt_and_odd_images_in_cifar_jpg_layout(tmp_path):
+    src = _cifar_jpg_folder(tmp_path / 'src')
+    good = (src / 'train' / 'bird' / '0000.jpg').read_bytes()
+    (src / 'train' / 'bird' / '0001.jpg').write_bytes(good[:len(good) // 2])            # truncated JPEG
+    (src / 'train' / 'truck' / '0002.jpg').write_bytes(b'this is not an image')
+    (src / 'train' / 'truck' / '0003.png').write_bytes(_jpeg_bytes(128, (40, 36), 'L', 'PNG'))  # grey, 40x36
+    with pytest.warns(UserWarning, match=r'0001\.jpg') as rec:
+        ds = load_dataset('cifar10', root=tmp_path / 'root', source=src)
+    assert any('0002.jpg' in str(w.message) for w in rec)
+    assert len(ds) == 6 and ds.info['n_corrupt'] == 2 and ds.info['corrupt'] == ['0001.jpg', '0002.jpg']
+    assert ds.labels.tolist() == [0, 0, 2, 9, 9, 9]
+    assert ds.info['source'] == str(src)                       # a folder of official files is used in place
+    assert not (tmp_path / 'root' / 'raw').exists()
+    grey = ds.images[-1]                                       # the 40x36 grey PNG: RGB, centre crop, 32x32
+    assert grey.shape == (3, 32, 32) and torch.equal(grey[0], grey[1]) and (grey.float() - 128).abs().max() <= 1
+    assert ds.images[0, 2].float().mean() > 180                # blue-ish airplane kept its colour
+    again, msgs = _quiet_load('cifar10', root=tmp_path / 'root', source=src)   # from cache: still reported
+    assert again.info['from_cache'] and any('0001.jpg' in m for m in msgs) and len(again) == 6
+    test = load_dataset('cifar10', 'test', root=tmp_path / 'root', source=src)
+    assert len(test) == 1 and test.labels.tolist() == [3]
+
+
+def test_unknown_class_folder(tmp_path):
+    src = _cifar_jpg_folder(tmp_path / 'src')
+    (src / 'train' / 'dragon').mkdir()
+    with pytest.raises(ValueError, match='dragon'): load_dataset('cifar10', root=tmp_path / 'root', source=src)
+
+
+def _tar_gz(path, folder=None, members=()):
+    with tarfile.open(path, 'w:gz') as t:
+        if folder is not None: t.add(folder, arcname='.')
+        for name, data in members:
+            info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
+
+
+def test_archive_extracted_once_with_checksum(tmp_path, monkeypatch):
+    src = tmp_path / 'source'; src.mkdir()
+    arch = src / 'cifar10-jpg.tar.gz'
+    _tar_gz(arch, _cifar_jpg_folder(tmp_path / 'tree'))
+    (src / 'SHA256SUMS').write_text(f"{'0' * 64}  cifar10-jpg.tar.gz\n")
+    with pytest.raises(ValueError, match='SHA-256'): prepare_dataset('cifar10', root=tmp_path / 'root', source=src)
+    digest = hashlib.sha256(arch.read_bytes()).hexdigest()
+    (src / 'SHA256SUMS').write_text(f"{digest}  cifar10-jpg.tar.gz\n")
+    where = prepare_dataset('cifar10', root=tmp_path / 'root', source=src)
+    assert where == tmp_path / 'root' / 'raw' / 'cifar10' and (where / 'train' / 'bird' / '0001.jpg').is_file()
+    assert not list((tmp_path / 'root' / 'raw').glob('.*partial'))
+    monkeypatch.setattr(D, '_extract', lambda *a: pytest.fail('extracted twice'))
+    ds = load_dataset('cifar10', root=tmp_path / 'root', source=src)
+    assert len(ds) == 6 and ds.info['source'] == str(where)
+
+
+def test_unsafe_archive_refused(tmp_path):
+    src = tmp_path / 'source'; src.mkdir()
+    _tar_gz(src / 'cifar10-jpg.tar.gz', members=[('../evil.txt', b'x')])
+    with pytest.raises(ValueError, match='unsafe'): prepare_dataset('cifar10', root=tmp_path / 'root', source=src)
+    assert not (tmp_path / 'root' / 'evil.txt').exists() and not (tmp_path / 'evil.txt').exists()
+
+
+# ---------------------------------------------------------------- MNIST idx files (fake)
+
+def _idx(path, arr):
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + b''.join(int(s).to_bytes(4, 'big') for s in arr.shape)
+    with gzip.open(path, 'wb') as f: f.write(header + arr.tobytes())
+
+
+def test_mnist_idx_files(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), np.array([3, 1, 4, 1, 5])
+    raw = tmp_path / 'root' / 'raw' / 'mnist' / 'MNIST' / 'raw'; raw.mkdir(parents=True)   # torchvision's layout
+    _idx(raw / 'train-images-idx3-ubyte.gz', x); _idx(raw / 'train-labels-idx1-ubyte.gz', y)
+    _idx(raw / 't10k-images-idx3-ubyte.gz', x[:2]); _idx(raw / 't10k-labels-idx1-ubyte.gz', y[:2])
+    ds = load_dataset('mnist', root=tmp_path / 'root', img_size=28)
+    assert torch.equal(ds.images[:, 1], torch.from_numpy(x)) and ds.labels.tolist() == y.tolist()
+    big = load_dataset('mnist', 'test', root=tmp_path / 'root')              # default: 96x96
+    assert big.images.shape == (2, 3, 96, 96) and big.info['n_available'] == 2 and big.info['format'] == 'idx files'
+    (raw / 't10k-images-idx3-ubyte.gz').write_bytes(gzip.compress(b'\x00\x00\x0d\x03garbage'))
+    with pytest.raises(ValueError, match='idx'): load_dataset('mnist', 'test', root=tmp_path / 'root', cache=False)
+
+
+# ---------------------------------------------------------------- CelebA (fake official files)
+
+def test_celeba_crop_geometry():
+    top, left, h, w = celeba_crop_box()
+    assert (top, left, h, w) == (CELEBA_CROP['top'], CELEBA_CROP['left'], CELEBA_CROP['size'], CELEBA_CROP['size'])
+    assert left + w / 2 == 89 and top + h / 2 == 109 and w == 128       # centred; 96 / 0.75 = 128
+    lm = celeba_to_crop(MEAN_LM, 96)
+    assert ((lm > 5) & (lm < 90)).all()
+    assert torch.allclose(celeba_to_crop(MEAN_LM, 128), torch.tensor(MEAN_LM, dtype=torch.float32)
+                          - torch.tensor([left, top] * 5, dtype=torch.float32))
+    assert celeba_to_crop(torch.zeros(7, 10), 96).shape == (7, 10)
+    with pytest.raises(ValueError, match='pairs'): celeba_to_crop([1, 2, 3], 96)
+
+
+def test_celeba_crop_matches_masks():
+    masks = pytest.importorskip('mde.masks')
+    if not hasattr(masks, 'CELEBA_CROP'): pytest.skip('mde.masks has no CELEBA_CROP')
+    assert tuple(masks.CELEBA_CROP) == (CELEBA_CROP['top'], CELEBA_CROP['left'], CELEBA_CROP['size'])
+
+
+def _png(arr): buf = io.BytesIO(); Image.fromarray(arr).save(buf, 'PNG'); return buf.getvalue()
+
+
+def _fake_celeba(d, partition=True):
+    "img_align_celeba with 4 train images (one listed but absent), one valid, one test; partial annotations."
+    img = d / 'img_align_celeba'; img.mkdir(parents=True)
+    top, left, side, _ = celeba_crop_box()
+    inside = np.zeros((218, 178, 3), np.uint8); inside[top:top + side, left:left + side] = 255
+    (img / '000001.jpg').write_bytes(_png(inside))                 # PNG bytes under .jpg: lossless geometry check
+    (img / '000002.jpg').write_bytes(_png(255 - inside))
+    (img / '000003.jpg').write_bytes(_jpeg_bytes((200, 100, 50), (178, 218)))
+    (img / '000004.jpg').write_bytes(_jpeg_bytes(90, (89, 109), 'L'))            # grey, half size
+    (img / '162771.jpg').write_bytes(_jpeg_bytes((0, 0, 255), (178, 218)))
+    (img / '182638.jpg').write_bytes(_jpeg_bytes((0, 255, 0), (178, 218)))
+    names = ['000001.jpg', '000002.jpg', '000003.jpg', '000004.jpg', '000005.jpg', '162771.jpg', '182638.jpg']
+    if partition:
+        (d / 'list_eval_partition.txt').write_text(''.join(f'{n} {p}\n' for n, p in zip(names, [0] * 5 + [1, 2])))
+    attr_names = [f'attr{i}' for i in range(40)]
+    rows = [f"{n} {' '.join('1' if (i + k) % 3 == 0 else '-1' for i in range(40))}" for k, n in enumerate(names[:2])]
+    (d / 'list_attr_celeba.txt').write_text('\n'.join(['202599', ' '.join(attr_names), *rows]) + '\n')
+    lm = ' '.join(map(str, MEAN_LM))
+    (d / 'list_landmarks_align_celeba.txt').write_text(
+        '202599\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x '
+        'rightmouth_y\n' + ''.join(f'{n} {lm}\n' for n in names))
+    (d / 'identity_CelebA.txt').write_text(''.join(f'{n} {100 + k}\n' for k, n in enumerate(names)))
+    return d
+
+
+def test_celeba_fake_official_files(tmp_path):
+    src = _fake_celeba(tmp_path / 'CelebA')
+    ds, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)
+    assert any('1 of 5 images listed' in m for m in msgs) and any('attributes missing' in m for m in msgs)
+    assert len(ds) == 4 and ds.info['n_listed'] == 5 and ds.info['n_missing_files'] == 1
+    assert ds.images.shape == (4, 3, 96, 96)
+    assert ds.images[0].float().mean() > 250 and ds.images[1].float().mean() < 5     # exactly the crop box
+    assert torch.equal(ds.images[3, 0], ds.images[3, 2])                              # grey -> RGB, resized
+    item = ds[0]
+    assert set(item) == {'image', 'label', 'attrs', 'landmarks', 'identity'}
+    assert item['attrs'].shape == (40,) and set(item['attrs'].tolist()) == {0.0, 1.0}
+    assert item['attrs'][0] == 1 and item['attrs'][1] == 0                           # -1/1 -> 0/1
+    assert ds.extras['attrs'][2:].isnan().all()                                       # rows absent from the file
+    assert any('attributes missing for 2 of 4' in m for m in ds.info['missing'])
+    assert torch.allclose(ds.extras['landmarks'], celeba_to_crop(MEAN_LM, 96).expand(4, 10))
+    assert ds.extras['identity'].tolist() == [100, 101, 102, 103] and torch.equal(ds.labels, ds.extras['identity'])
+    assert ds.info['attr_names'] == [f'attr{i}' for i in range(40)]
+    valid, msgs = _quiet_load('celeba', 'valid', root=tmp_path / 'root', source=src, img_size=32)
+    assert len(valid) == 1 and 'attrs' not in valid[0] and valid[0]['landmarks'].shape == (10,)
+    assert any('no attributes' in m for m in msgs) and valid.images[0, 2].float().mean() > 200
+    everything, _ = _quiet_load('celeba', 'all', root=tmp_path / 'root', source=src, img_size=32)
+    assert len(everything) == 6
+
+
+def test_celeba_without_partition_and_landmarks(tmp_path):
+    src = _fake_celeba(tmp_path / 'CelebA', partition=False)
+    (src / 'list_landmarks_align_celeba.txt').unlink()
+    ds, msgs = _quiet_load('celeba', 'test', root=tmp_path / 'root', source=src)
+    assert len(ds) == 1 and ds.images[0, 1].float().mean() > 200                     # 182638: the official range
+    assert any('list_eval_partition' in m for m in msgs) and any('no landmarks' in m for m in msgs)
+    assert 'landmarks' not in ds[0] and 'landmarks' in ' '.join(ds.info['missing'])
+    train, _ = _quiet_load('celeba', 'train', root=tmp_path / 'root', source=src, limit=2)
+    assert len(train) == 2 and train.info['n_available'] == 4
+
+
+# ---------------------------------------------------------------- the shared real data
+
+def _scratch_root(tmp_path_factory):
+    shm = Path('/dev/shm')   # extracting ~80k small files is far faster on tmpfs than on a busy disk
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2 ** 30:
+        return Path(tempfile.mkdtemp(prefix='mde-test-data-', dir=shm))
+    return tmp_path_factory.mktemp('data')
+
+
+@pytest.fixture(scope='session')
+def shared_root(tmp_path_factory):
+    "A root shared by the real-data tests: each archive is extracted into it once per session."
+    if SHARED is None: pytest.skip('../shared/data not here')
+    root = _scratch_root(tmp_path_factory)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@needs_shared
+def test_shared_data_dir():
+    assert SHARED.is_dir() and (SHARED / 'mnist.npz').is_file()
+
+
+@needs_shared
+def test_mnist_npz(shared_root):
+    ds = load_dataset('mnist', root=shared_root, source=SHARED, limit=200)
+    assert ds.images.shape == (200, 3, 96, 96) and ds.info['n_available'] == 60000
+    assert ds.info['source'] == str(SHARED) and not (shared_root / 'raw' / 'mnist').exists()   # read in place
+    with np.load(SHARED / 'mnist.npz') as z: x, y = z['x_train'], z['y_train']
+    idx = (np.arange(200) * 60000) // 200
+    assert ds.labels.tolist() == y[idx].tolist() and len(set(ds.labels.tolist())) == 10
+    small = load_dataset('mnist', root=shared_root, source=SHARED, limit=200, img_size=28)
+    assert torch.equal(small.images[:, 0], torch.from_numpy(x[idx]))
+    down = torch.nn.functional.avg_pool2d(ds.images[:8, :1].float(), 3, ceil_mode=True)   # 96 -> 32
+    up = torch.nn.functional.interpolate(small.images[:8, :1].float(), size=32, mode='bilinear')
+    assert (down - up).abs().mean() < 12                            # the 96x96 images are the upscaled digits
+    test = load_dataset('mnist', 'test', root=shared_root, source=SHARED, limit=50)
+    assert len(test) == 50 and test.info['n_available'] == 10000
+
+
+@needs_shared
+def test_cifar10_archive(shared_root):
+    ds = load_dataset('cifar10', root=shared_root, source=SHARED, limit=100)
+    assert ds.images.shape == (100, 3, 32, 32) and ds.info['n_available'] == 50000
+    assert ds.info['classes'] == list(CIFAR10_CLASSES)
+    assert torch.bincount(ds.labels, minlength=10).tolist() == [10] * 10
+    assert ds.info['source'] == str(shared_root / 'raw' / 'cifar10') and ds.info['n_corrupt'] == 0
+    x = ds[0]['image']
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and x.std() > 0.05
+    test = load_dataset('cifar10', 'test', root=shared_root, source=SHARED, limit=20)
+    assert len(test) == 20 and test.info['n_available'] == 10000
+    again = load_dataset('cifar10', root=shared_root, source=SHARED, limit=100)
+    assert again.info['from_cache'] and torch.equal(again.images, ds.images)
+
+
+@needs_shared
+def test_celeba_subset(shared_root):
+    ds, msgs = _quiet_load('celeba', root=shared_root, source=SHARED, limit=64)
+    assert any('no landmarks' in m for m in msgs) and any('158211 of 162770 images listed' in m for m in msgs)
+    assert ds.images.shape == (64, 3, 96, 96)
+    assert ds.info['n_listed'] == 162770 and ds.info['n_available'] == 4559
+    assert ds.info['n_missing_files'] == 162770 - 4559
+    item = ds[0]
+    assert item['attrs'].shape == (40,) and set(ds.extras['attrs'].unique().tolist()) == {0.0, 1.0}
+    assert 'landmarks' not in item and any('landmarks' in m for m in ds.info['missing'])
+    assert ds.info['attr_names'][:2] == ['5_o_Clock_Shadow', 'Arched_Eyebrows'] and len(ds.info['attr_names']) == 40
+    assert (ds.extras['identity'] >= 1).all() and torch.equal(ds.labels, ds.extras['identity'])
+    face = ds.images.float().mean(0)                   # the mean face: the centre is brighter than the corners
+    assert face[:, 40:60, 35:60].mean() > face[:, :10, :10].mean() + 20
+    test, msgs = _quiet_load('celeba', 'test', root=shared_root, source=SHARED, limit=16)
+    assert len(test) == 16 and 'attrs' not in test[0] and any('no attributes' in m for m in msgs)
+    assert test.info['n_available'] == 4640
+
+
+@needs_shared
+def test_flowers102(shared_root):
+    ds = load_dataset('flowers102', root=shared_root, source=SHARED, limit=40)
+    assert ds.images.shape == (40, 3, 96, 96) and ds.info['n_listed'] == 7169 and ds.info['n_missing_files'] == 0
+    assert 0 <= ds.labels.min() and ds.labels.max() <= 101 and len(set(ds.labels.tolist())) > 10
+    test = load_dataset('flowers102', 'test', root=shared_root, source=SHARED, limit=20)
+    valid = load_dataset('flowers102', 'valid', root=shared_root, source=SHARED, limit=20)
+    assert test.info['n_listed'] == 1020 and torch.equal(test.images, valid.images)
+    from scipy.io import loadmat
+    data = next((shared_root / 'raw' / 'flowers102').rglob('setid.mat')).parent
+    ids = np.sort(loadmat(data / 'setid.mat', squeeze_me=True)['valid'])[(np.arange(20) * 1020) // 20]
+    labels = loadmat(data / 'imagelabels.mat', squeeze_me=True)['labels'][ids - 1] - 1
+    assert test.labels.tolist() == labels.tolist()
