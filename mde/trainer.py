@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['ARCHS', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'SMOKE', 'find_params', 'set_param', 'load_params', 'validate_params',
            'init_distributed', 'pick_device', 'Setup', 'model_signature', 'build_networks', 'build', 'BatchSource',
-           'mask_generator', 'make_batch', 'complete', 'train_step', 'step_schedulers', 'evaluate', 'RunLog',
-           'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run', 'code_fingerprint',
-           'read_history', 'plot_history', 'train', 'main']
+           'mask_generator', 'make_batch', 'complete', 'train_step', 'step_schedulers', 'heldout_masks', 'evaluate',
+           'RunLog', 'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run',
+           'code_fingerprint', 'read_history', 'plot_history', 'train', 'main']
 
-# %% ../nbs/05_trainer.ipynb #47d79a50
+# %% ../nbs/05_trainer.ipynb #e877ac66
 import argparse
 import copy
 import json
@@ -42,7 +42,7 @@ from .metrics import psnr
 from .networks import (ContextEncoder, CoordDiscriminator, Discriminator, Generator,
                           MaskReconstructor, count_parameters)
 
-# %% ../nbs/05_trainer.ipynb #a7c98da5
+# %% ../nbs/05_trainer.ipynb #debacb04
 ARCHS = ('mde', 'ce')
 LOSS_WEIGHTS = ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns')
 HNS_VARIANTS = ('rec', 'alt', 'coord')
@@ -109,7 +109,7 @@ def load_params(path='params.yaml', overrides=None):
     for k, v in overrides.items(): set_param(params, k, v)
     return validate_params(params)
 
-# %% ../nbs/05_trainer.ipynb #d715ffc0
+# %% ../nbs/05_trainer.ipynb #9d79f6b9
 def validate_params(p):
     "Check names and ranges in `p`; raise ValueError saying what is wrong and what is valid."
     S = p.get('S')
@@ -134,7 +134,7 @@ def validate_params(p):
         if not isinstance(t.get(k), int) or t[k] < 1: raise ValueError(f"train.{k} must be an integer >= 1, got {t.get(k)!r}")
     return p
 
-# %% ../nbs/05_trainer.ipynb #a5cbe1cd
+# %% ../nbs/05_trainer.ipynb #0c53c3d7
 def init_distributed():
     "Start torch.distributed when launched by torchrun; return (rank, world_size, local_rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -158,7 +158,7 @@ def pick_device(name='auto', local_rank=0):
 def _barrier():
     if dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/05_trainer.ipynb #e612cfdc
+# %% ../nbs/05_trainer.ipynb #ab63fa1a
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -225,13 +225,13 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         perc = PerceptualLoss(vgg_weights=p['losses'].get('vgg_weights', 'imagenet')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)
 
-# %% ../nbs/05_trainer.ipynb #cca5264b
+# %% ../nbs/05_trainer.ipynb #f9300470
 SMOKE = {'data.img_size': 16, 'data.limit': 64, 'data.eval_images': 16, 'model.widths': [8, 16],
          'model.d_widths': [8, 16], 'model.convs_per_block': 1, 'model.fc_dim': 32, 'model.r_base': 4,
          'train.batch_size': 8, 'train.steps': 6, 'train.ckpt_every': 3, 'train.sample_every': 3,
          'train.log_every': 1, 'train.eval_every': 3, 'train.progress': False, 'losses.vgg_weights': 'random'}
 
-# %% ../nbs/05_trainer.ipynb #ac09632e
+# %% ../nbs/05_trainer.ipynb #f5366c4c
 def _seed_of(*xs):
     "A 63-bit seed from integers (stable across runs and machines)."
     h = 0x9E3779B97F4A7C15
@@ -277,7 +277,7 @@ def make_batch(setup, source, step):
     M2, boxes2 = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
     return {'Z': Z, 'M': M, 'boxes': boxes, 'M_alt': M2, 'boxes_alt': boxes2}
 
-# %% ../nbs/05_trainer.ipynb #0e58e9ce
+# %% ../nbs/05_trainer.ipynb #f66f14fa
 def _centre(x, h):
     H, W = x.shape[-2:]
     t, l = (H - h) // 2, (W - h) // 2
@@ -369,32 +369,45 @@ def train_step(setup, batch):
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 
-# %% ../nbs/05_trainer.ipynb #27434590
+# %% ../nbs/05_trainer.ipynb #ec7e1c88
+class _evaluating:
+    "Context: every network of `setup` in eval mode, restored afterwards."
+    def __init__(self, setup): self.nets = [setup.net(n) for n in setup.nets]
+    def __enter__(self):
+        self.modes = [m.training for m in self.nets]
+        for m in self.nets: m.eval()
+    def __exit__(self, *exc):
+        for m, mode in zip(self.nets, self.modes): m.train(mode)
+
+
+def heldout_masks(setup, Z, generator):
+    "Masks of the run's kind for held-out images `Z` (the centre hole for the Context Encoder)."
+    p = setup.params
+    if p['arch'] == 'ce':
+        return sample_masks('center', len(Z), Z.shape[-2:], p['S'], generator=generator, device=Z.device,
+                            center_size=setup.net('CE').hole_size)
+    return sample_masks(p['mask'], len(Z), Z.shape[-2:], p['S'], generator=generator, device=Z.device)
+
+
 @torch.no_grad()
 def evaluate(setup, images, batch_size=64):
     "Mean completion loss and missing-region pSNR of the current model on uint8 `images` with fixed masks."
     p, dev = setup.params, setup.device
-    nets = [setup.net(n) for n in setup.nets]
-    modes = [m.training for m in nets]
-    for m in nets: m.eval()
     g = torch.Generator(device=dev).manual_seed(_seed_of(p['seed'], 12345))
     tot, n_psnr = {'completion': 0.0, 'psnr_missing': 0.0}, 0
     for i in range(0, len(images), batch_size):
         Z = images[i:i + batch_size].to(dev).float().div_(255)
-        kind = 'center' if p['arch'] == 'ce' else p['mask']
-        extra = {'center_size': setup.net('CE').hole_size} if p['arch'] == 'ce' else {}
-        M = sample_masks(kind, len(Z), Z.shape[-2:], p['S'], generator=g, device=dev, **extra)
-        with setup.autocast():
+        M = heldout_masks(setup, Z, g)
+        with setup.autocast(), _evaluating(setup):
             Y = complete(setup, Z, M).float()
         tot['completion'] += completion_loss(Y, Z, M).item() * len(Z)
         ok = (1 - M).flatten(1).sum(1) > 0  # images with a missing region (pSNR there is defined)
         if ok.any():
             tot['psnr_missing'] += psnr(Y[ok], Z[ok], mask=M[ok]).clamp(max=100.0).sum().item()
             n_psnr += int(ok.sum())
-    for m, mode in zip(nets, modes): m.train(mode)
     return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
 
-# %% ../nbs/05_trainer.ipynb #12f15609
+# %% ../nbs/05_trainer.ipynb #c3d740d0
 def _in_dvc_repo(path):
     p = Path(path).resolve()
     return any((q / '.dvc').is_dir() for q in [p, *p.parents])
@@ -455,23 +468,16 @@ class RunLog:
     def close(self):
         if self.live: self.live.end()
 
-# %% ../nbs/05_trainer.ipynb #728b53d2
+# %% ../nbs/05_trainer.ipynb #49f133e2
 @torch.no_grad()
 def sample_grid(setup, images, path, n=8):
     "Save a PNG: masked input / completion / ground truth for the first `n` uint8 `images`."
     from torchvision.utils import save_image
     p, dev = setup.params, setup.device
     Z = images[:n].to(dev).float().div(255)
-    g = torch.Generator(device=dev).manual_seed(_seed_of(p['seed'], 999))
-    kind = 'center' if p['arch'] == 'ce' else p['mask']
-    extra = {'center_size': setup.net('CE').hole_size} if p['arch'] == 'ce' else {}
-    M = sample_masks(kind, len(Z), Z.shape[-2:], p['S'], generator=g, device=dev, **extra)
-    nets = [setup.net(k) for k in setup.nets]
-    modes = [m.training for m in nets]
-    for m in nets: m.eval()
-    with setup.autocast():
+    M = heldout_masks(setup, Z, torch.Generator(device=dev).manual_seed(_seed_of(p['seed'], 999)))
+    with setup.autocast(), _evaluating(setup):
         Y = complete(setup, Z, M).float()
-    for m, mode in zip(nets, modes): m.train(mode)
     shown = M * Z + (1 - M) * 0.5
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     scale = max(1, 64 // Z.shape[-1])  # small images are enlarged so a person can see them
@@ -480,7 +486,7 @@ def sample_grid(setup, images, path, n=8):
     save_image(grid.cpu(), path, nrow=len(Z), padding=2, pad_value=1.0)
     return path
 
-# %% ../nbs/05_trainer.ipynb #86e5c077
+# %% ../nbs/05_trainer.ipynb #374d205a
 def _rng_state():
     st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -548,7 +554,7 @@ def code_fingerprint():
     for f in sorted(Path(mde.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
-# %% ../nbs/05_trainer.ipynb #751cf25d
+# %% ../nbs/05_trainer.ipynb #20c71bda
 def read_history(out_dir):
     "The logged scalars of a run: {name: (steps, values)} from `<out_dir>/dvclive/plots/metrics`."
     root = Path(out_dir) / 'dvclive' / 'plots' / 'metrics'
@@ -578,7 +584,7 @@ def plot_history(out_dir, figsize=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_trainer.ipynb #b26b568e
+# %% ../nbs/05_trainer.ipynb #5d8f5d76
 def _save_history_png(out_dir):
     "history.png beside the metrics: a picture of the curves that needs no JavaScript (DVC image plot)."
     import matplotlib.pyplot as plt
@@ -586,7 +592,7 @@ def _save_history_png(out_dir):
     fig.savefig(Path(out_dir) / 'history.png', dpi=110)
     plt.close(fig)
 
-# %% ../nbs/05_trainer.ipynb #445e279d
+# %% ../nbs/05_trainer.ipynb #d688242b
 def _git_commit():
     "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
     try:
@@ -657,7 +663,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
             if done % t['log_every'] == 0 or last:
                 log.log({**losses, 'lr/G' if 'G' in setup.opts else 'lr/CE':
                          next(iter(setup.opts.values())).param_groups[0]['lr']}, done)
-                bar.set_postfix({k.split('/')[-1]: f'{v:.4g}' for k, v in losses.items()})
+                bar.set_postfix({k.split('/')[-1]: f'{v:.4g}' for k, v in losses.items()}, refresh=False)
             if done % t['eval_every'] == 0 or last:
                 log.log({f'eval/{k}': v for k, v in evaluate(setup, eval_images).items()}, done)
             if done % t['sample_every'] == 0 or last:
@@ -684,7 +690,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     _save_history_png(out)
     return log.summary
 
-# %% ../nbs/05_trainer.ipynb #b9af58be
+# %% ../nbs/05_trainer.ipynb #08dad2f3
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -716,6 +722,6 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_trainer.ipynb #6d207f10
+# %% ../nbs/05_trainer.ipynb #cd4a87ac
 #| eval: false
 if __name__ == '__main__': main()

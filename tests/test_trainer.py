@@ -1,0 +1,271 @@
+"Tests of mde.trainer: parameters, every loss variant, resumption, DDP, logging, the notebook, real data."
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mde.data import shared_data_dir
+from mde.trainer import (SMOKE, build, load_params, read_checkpoint, read_history, set_param, train,
+                         validate_params)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path, **over):
+    "params.yaml with SMOKE and `over` applied; data and outputs under tmp_path."
+    p = load_params(REPO / 'params.yaml')
+    for k, v in {**SMOKE, 'data.root': str(tmp_path / 'data'), **over}.items(): set_param(p, k, v)
+    return validate_params(p)
+
+
+def weights(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['nets']
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for net in a:
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), f'{net}.{k} differs'
+
+
+ALL_PLAYERS = {'losses.adversarial': 0.01, 'losses.hns': 10.0, 'losses.hns_variant': 'alt'}
+
+# --- parameters ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('over, words', [
+    ({'S': 0}, 'strictly between 0 and 1'), ({'S': 1.5}, 'strictly between 0 and 1'),
+    ({'S': float('nan')}, 'strictly between'), ({'mask': 'holes'}, 'mask must be one of'),
+    ({'arch': 'vae'}, 'arch must be one of'), ({'data.name': 'imagenet'}, 'data.name must be one of'),
+    ({'losses.hns_variant': 'hide'}, 'hns_variant'), ({'losses.adversarial': -1}, 'weight >= 0'),
+    ({'train.steps': 0}, 'train.steps'), ({'train.stepz': 3}, 'unknown parameter'),
+    ({'profile': 'nope'}, 'unknown profile'),
+    ({'losses.completion': 0, 'losses.reconstruction': 0}, 'at least one'),
+])
+def test_bad_parameters_are_refused_before_training(over, words):
+    with pytest.raises(ValueError, match=words):
+        load_params(REPO / 'params.yaml', over)
+
+
+def test_unknown_loss_name_is_refused():
+    p = load_params(REPO / 'params.yaml')
+    p['losses']['style'] = 1.0
+    with pytest.raises(ValueError, match='unknown loss'):
+        validate_params(p)
+
+
+def test_profile_lays_over_params_but_not_the_method():
+    p = load_params(REPO / 'params.yaml', {'profile': 'paper-celeba', 'S': 0.1, 'mask': 'rec'})
+    assert p['data']['name'] == 'celeba' and p['data']['img_size'] == 96 and p['model']['fc_dim'] == 4000
+    assert p['train']['steps'] == 300000 and p['train']['batch_size'] == 24
+    assert p['S'] == 0.1 and p['mask'] == 'rec'
+
+
+def test_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match='not found'):
+        load_params('params.yaml')
+
+
+# --- every network and loss variant trains -------------------------------------------------------------
+
+@pytest.mark.parametrize('over', [
+    {'mask': 'rec'}, {'mask': 'inpaint'}, {'mask': 'reverse'}, {'mask': 'color1'}, {'mask': 'color2'},
+    {**ALL_PLAYERS, 'losses.hns_variant': 'rec'}, {**ALL_PLAYERS, 'losses.hns_variant': 'alt'},
+    {**ALL_PLAYERS, 'losses.hns_variant': 'coord', 'losses.hns': 0.1}, {'losses.perceptual': 2e-5},
+    {'arch': 'ce', 'data.img_size': 32},
+])
+def test_variants_train_and_log(tmp_path, over):
+    p = tiny(tmp_path, **{'train.steps': 2, 'train.ckpt_every': 2, **over})
+    s = train(p, tmp_path / 'run')
+    assert s['step'] == 2
+    losses = {k: v for k, v in s['loss'].items()}
+    assert losses and all(math.isfinite(v) for v in losses.values())
+    nets = set(weights(tmp_path / 'run' / 'model.pt'))
+    if p['arch'] == 'ce': assert nets == {'CE'}
+    else:
+        want = {'G'} | ({'D'} if p['losses']['adversarial'] else set())
+        want |= {'rec': {'R'}, 'alt': {'R'}, 'coord': {'C'}}[p['losses']['hns_variant']] if p['losses']['hns'] else set()
+        assert nets == want
+    run = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    if p['losses']['perceptual']: assert 'substitute' in run['perceptual_vgg'] or 'imagenet' in run['perceptual_vgg']
+
+
+def test_training_lowers_heldout_completion_loss(tmp_path):
+    # the smoke-size model with a raised learning rate, so 100 updates (about 10 s) show learning;
+    # `dvc repro` checks the real default (1500 updates: 0.117 -> 0.017 on this machine)
+    p = tiny(tmp_path, **{'train.steps': 100, 'train.eval_every': 100, 'train.ckpt_every': 100,
+                          'train.sample_every': 100, 'train.log_every': 50, 'data.limit': None,
+                          'data.eval_images': 128, 'train.batch_size': 16, 'train.lr_g': 2e-3})
+    s = train(p, tmp_path / 'run')
+    assert s['eval']['completion'] < 0.8 * s['initial']['completion']
+    assert s['eval']['psnr_missing'] > s['initial']['psnr_missing'] + 1
+
+
+# --- resumption ----------------------------------------------------------------------------------------
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+    p = tiny(tmp_path, **{**ALL_PLAYERS, 'train.steps': 6, 'train.ckpt_every': 2})
+    train(p, tmp_path / 'whole')
+
+    import mde.trainer as T
+    real_step, calls = T.train_step, {'n': 0}
+    def dying_step(*a, **k):
+        calls['n'] += 1
+        if calls['n'] == 4: raise KeyboardInterrupt  # after the checkpoint at update 2, during update 4
+        return real_step(*a, **k)
+    monkeypatch.setattr(T, 'train_step', dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(p, tmp_path / 'cut')
+    assert read_checkpoint(tmp_path / 'cut' / 'checkpoints' / 'last.ckpt')['step'] == 2
+    monkeypatch.setattr(T, 'train_step', real_step)
+    s = train(p, tmp_path / 'cut')
+    assert json.loads((tmp_path / 'cut' / 'run.json').read_text())['resumed_from_step'] == 2
+    assert s['step'] == 6
+    assert_same_weights(weights(tmp_path / 'whole' / 'model.pt'), weights(tmp_path / 'cut' / 'model.pt'))
+    # the curves do not double back: each logged step appears once, in order
+    steps, _ = read_history(tmp_path / 'cut')['loss/g_total']
+    assert steps == sorted(set(steps)) == [1, 2, 3, 4, 5, 6]
+
+
+def _cli(args, **kw):
+    return subprocess.Popen([sys.executable, '-m', 'mde.trainer', '--params', str(REPO / 'params.yaml'), *args],
+                            cwd=kw.pop('cwd', REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _sets(tmp_path, **over):
+    items = {**SMOKE, 'data.root': str(tmp_path / 'data'), **over}
+    return [a for k, v in items.items() for a in ('--set', f'{k}={json.dumps(v)}')]
+
+
+def test_killed_cli_run_resumes_from_last_checkpoint(tmp_path):
+    sets = _sets(tmp_path, **{'train.steps': 200, 'train.ckpt_every': 10, 'train.log_every': 10,
+                              'train.eval_every': 200, 'train.sample_every': 200})
+    ref = _cli(['--out', str(tmp_path / 'ref'), *sets])
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out
+    proc = _cli(['--out', str(tmp_path / 'cut'), *sets])
+    ckpt = tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and read_checkpoint(ckpt)['step'] >= 30):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_checkpoint(ckpt)['step']
+    assert 0 < killed_at < 200, killed_at
+    again = _cli(['--out', str(tmp_path / 'cut'), *sets])
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    assert f'resuming from {ckpt}' in out
+    assert json.loads((tmp_path / 'cut' / 'run.json').read_text())['resumed_from_step'] == killed_at
+    assert_same_weights(weights(tmp_path / 'ref' / 'model.pt'), weights(tmp_path / 'cut' / 'model.pt'))
+
+
+def test_changed_parameters_start_afresh(tmp_path, capsys):
+    p = tiny(tmp_path, **{'train.steps': 2, 'train.ckpt_every': 1})
+    train(p, tmp_path / 'run')
+    p2 = tiny(tmp_path, **{'train.steps': 2, 'train.ckpt_every': 1, 'S': 0.4})
+    train(p2, tmp_path / 'run')
+    assert 'other parameters: starting afresh' in capsys.readouterr().out
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['resumed_from_step'] == 0
+
+
+def test_checkpoint_from_another_model_is_refused(tmp_path):
+    p = tiny(tmp_path, **{'train.steps': 2, 'train.ckpt_every': 1})
+    train(p, tmp_path / 'run')
+    ckpt = tmp_path / 'run' / 'checkpoints' / 'last.ckpt'
+    other = tiny(tmp_path, **{'model.widths': [4, 8], 'train.steps': 4})
+    with pytest.raises(ValueError, match='from another model'):
+        train(other, tmp_path / 'other', resume=str(ckpt))
+    bad = tmp_path / 'bad.ckpt'
+    bad.write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='not a readable mde checkpoint'):
+        train(p, tmp_path / 'x', resume=str(bad))
+    torch.save({'weights': 1}, bad)
+    with pytest.raises(ValueError, match='not an mde training checkpoint'):
+        train(p, tmp_path / 'x', resume=str(bad))
+
+
+def test_missing_data_folder_fails_before_training(tmp_path):
+    p = tiny(tmp_path, **{'data.name': 'mnist', 'data.source': str(tmp_path / 'nowhere'), 'data.img_size': 32})
+    with pytest.raises(FileNotFoundError, match='mnist'):
+        train(p, tmp_path / 'run')
+    assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+# --- logging -------------------------------------------------------------------------------------------
+
+def test_outputs_and_no_dvc_side_effects_outside_a_dvc_repo(tmp_path):
+    subprocess.run(['git', 'init', '-q', str(tmp_path)], check=True)
+    p = tiny(tmp_path, **{'train.steps': 3})
+    train(p, tmp_path / 'run')
+    assert not (tmp_path / '.dvc').exists() and not (tmp_path / 'dvc.yaml').exists()
+    assert not list(tmp_path.rglob('dvc.yaml'))
+    run = tmp_path / 'run'
+    m = json.loads((run / 'dvclive' / 'metrics.json').read_text())
+    assert m['step'] == 3 and set(m['eval']) == {'completion', 'psnr_missing'} and 'initial' in m
+    assert (run / 'dvclive' / 'plots' / 'metrics' / 'loss' / 'g_total.tsv').read_text().startswith('step\tg_total\n')
+    from PIL import Image
+    grid = Image.open(run / 'samples' / 'final.png')
+    assert grid.size[0] > grid.size[1] > 0  # 3 rows of 8 images
+    assert Image.open(run / 'history.png').size[0] > 0
+    assert json.loads((run / 'run.json').read_text())['logger'] == 'plain'
+
+
+# --- several processes ---------------------------------------------------------------------------------
+
+def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533',
+           '-m', 'mde.trainer', '--params', str(REPO / 'params.yaml'), '--out', str(tmp_path / 'run'),
+           *_sets(tmp_path, **{'train.steps': 4, 'train.ckpt_every': 4})]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ckpts = list((tmp_path / 'run').rglob('*.ckpt'))
+    assert [c.name for c in ckpts] == ['last.ckpt']
+    assert read_checkpoint(ckpts[0])['step'] == 4
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['world_size'] == 2
+
+
+# --- the notebook --------------------------------------------------------------------------------------
+
+def test_papermill_runs_the_training_notebook(tmp_path):
+    pm = pytest.importorskip('papermill', reason='papermill is not installed')
+    out = tmp_path / 'out.ipynb'
+    pm.execute_notebook(str(REPO / 'nbs' / 'train.ipynb'), str(out), parameters={'S': 0.1, 'smoke': True},
+                        cwd=str(REPO), progress_bar=False, kernel_name='python3')
+    text = out.read_text()
+    assert '"S": 0.1' in text and 'untrained' in text
+
+
+# --- real data (../shared/data) ------------------------------------------------------------------------
+
+needs_shared = pytest.mark.skipif(shared_data_dir() is None, reason='../shared/data (real data copies) is absent')
+
+
+@needs_shared
+@pytest.mark.parametrize('name, mask', [('mnist', 'random'), ('celeba', 'rec')])
+def test_short_real_data_runs_at_96px(tmp_path, name, mask):
+    root = Path('/dev/shm') if Path('/dev/shm').is_dir() else tmp_path
+    data_root = Path(root) / f'mde-test-{name}-{os.getpid()}'
+    try:
+        p = tiny(tmp_path, **{'data.name': name, 'mask': mask, 'S': 0.1 if mask == 'rec' else 0.25,
+                              'data.img_size': 96, 'data.source': str(shared_data_dir()), 'data.root': str(data_root),
+                              'data.limit': 32, 'model.widths': [8, 16, 32], 'model.d_widths': [8, 16, 32],
+                              'train.steps': 2, 'train.batch_size': 4, 'train.ckpt_every': 2, 'train.sample_every': 2,
+                              'train.eval_every': 2, **ALL_PLAYERS})
+        s = train(p, tmp_path / 'run')
+        assert s['step'] == 2 and math.isfinite(s['eval']['completion'])
+        assert (tmp_path / 'run' / 'samples' / 'final.png').exists()
+        run = json.loads((tmp_path / 'run' / 'run.json').read_text())
+        assert run['train_data']['n'] == 32 and run['train_data']['img_size'] == 96
+    finally:
+        shutil.rmtree(data_root, ignore_errors=True)
