@@ -9,7 +9,7 @@ __all__ = ['ARCHS', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'SMOKE', 'find_params', 'set
            'RunLog', 'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run',
            'code_fingerprint', 'read_history', 'plot_history', 'train', 'main']
 
-# %% ../nbs/05_trainer.ipynb #e877ac66
+# %% ../nbs/05_trainer.ipynb #0d5cba94
 import argparse
 import copy
 import json
@@ -42,7 +42,7 @@ from .metrics import psnr
 from .networks import (ContextEncoder, CoordDiscriminator, Discriminator, Generator,
                           MaskReconstructor, count_parameters)
 
-# %% ../nbs/05_trainer.ipynb #debacb04
+# %% ../nbs/05_trainer.ipynb #6b83ef8c
 ARCHS = ('mde', 'ce')
 LOSS_WEIGHTS = ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns')
 HNS_VARIANTS = ('rec', 'alt', 'coord')
@@ -109,7 +109,7 @@ def load_params(path='params.yaml', overrides=None):
     for k, v in overrides.items(): set_param(params, k, v)
     return validate_params(params)
 
-# %% ../nbs/05_trainer.ipynb #9d79f6b9
+# %% ../nbs/05_trainer.ipynb #63e15a99
 def validate_params(p):
     "Check names and ranges in `p`; raise ValueError saying what is wrong and what is valid."
     S = p.get('S')
@@ -134,7 +134,7 @@ def validate_params(p):
         if not isinstance(t.get(k), int) or t[k] < 1: raise ValueError(f"train.{k} must be an integer >= 1, got {t.get(k)!r}")
     return p
 
-# %% ../nbs/05_trainer.ipynb #0c53c3d7
+# %% ../nbs/05_trainer.ipynb #6333c82d
 def init_distributed():
     "Start torch.distributed when launched by torchrun; return (rank, world_size, local_rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -158,7 +158,7 @@ def pick_device(name='auto', local_rank=0):
 def _barrier():
     if dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/05_trainer.ipynb #ab63fa1a
+# %% ../nbs/05_trainer.ipynb #97b4fec2
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -225,13 +225,13 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         perc = PerceptualLoss(vgg_weights=p['losses'].get('vgg_weights', 'imagenet')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)
 
-# %% ../nbs/05_trainer.ipynb #f9300470
+# %% ../nbs/05_trainer.ipynb #66d3dfbf
 SMOKE = {'data.img_size': 16, 'data.limit': 64, 'data.eval_images': 16, 'model.widths': [8, 16],
          'model.d_widths': [8, 16], 'model.convs_per_block': 1, 'model.fc_dim': 32, 'model.r_base': 4,
          'train.batch_size': 8, 'train.steps': 6, 'train.ckpt_every': 3, 'train.sample_every': 3,
          'train.log_every': 1, 'train.eval_every': 3, 'train.progress': False, 'losses.vgg_weights': 'random'}
 
-# %% ../nbs/05_trainer.ipynb #f5366c4c
+# %% ../nbs/05_trainer.ipynb #090dbb0d
 def _seed_of(*xs):
     "A 63-bit seed from integers (stable across runs and machines)."
     h = 0x9E3779B97F4A7C15
@@ -277,7 +277,7 @@ def make_batch(setup, source, step):
     M2, boxes2 = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
     return {'Z': Z, 'M': M, 'boxes': boxes, 'M_alt': M2, 'boxes_alt': boxes2}
 
-# %% ../nbs/05_trainer.ipynb #f66f14fa
+# %% ../nbs/05_trainer.ipynb #06b4a6a5
 def _centre(x, h):
     H, W = x.shape[-2:]
     t, l = (H - h) // 2, (W - h) // 2
@@ -369,7 +369,7 @@ def train_step(setup, batch):
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 
-# %% ../nbs/05_trainer.ipynb #ec7e1c88
+# %% ../nbs/05_trainer.ipynb #85a07fc2
 class _evaluating:
     "Context: every network of `setup` in eval mode, restored afterwards."
     def __init__(self, setup): self.nets = [setup.net(n) for n in setup.nets]
@@ -407,7 +407,7 @@ def evaluate(setup, images, batch_size=64):
             n_psnr += int(ok.sum())
     return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
 
-# %% ../nbs/05_trainer.ipynb #c3d740d0
+# %% ../nbs/05_trainer.ipynb #485f0d9b
 def _in_dvc_repo(path):
     p = Path(path).resolve()
     return any((q / '.dvc').is_dir() for q in [p, *p.parents])
@@ -468,7 +468,7 @@ class RunLog:
     def close(self):
         if self.live: self.live.end()
 
-# %% ../nbs/05_trainer.ipynb #49f133e2
+# %% ../nbs/05_trainer.ipynb #3f99c625
 @torch.no_grad()
 def sample_grid(setup, images, path, n=8):
     "Save a PNG: masked input / completion / ground truth for the first `n` uint8 `images`."
@@ -486,7 +486,7 @@ def sample_grid(setup, images, path, n=8):
     save_image(grid.cpu(), path, nrow=len(Z), padding=2, pad_value=1.0)
     return path
 
-# %% ../nbs/05_trainer.ipynb #374d205a
+# %% ../nbs/05_trainer.ipynb #cd14f079
 def _rng_state():
     st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -554,7 +554,7 @@ def code_fingerprint():
     for f in sorted(Path(mde.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
-# %% ../nbs/05_trainer.ipynb #20c71bda
+# %% ../nbs/05_trainer.ipynb #8a95feec
 def read_history(out_dir):
     "The logged scalars of a run: {name: (steps, values)} from `<out_dir>/dvclive/plots/metrics`."
     root = Path(out_dir) / 'dvclive' / 'plots' / 'metrics'
@@ -584,7 +584,7 @@ def plot_history(out_dir, figsize=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_trainer.ipynb #5d8f5d76
+# %% ../nbs/05_trainer.ipynb #cdabcd96
 def _save_history_png(out_dir):
     "history.png beside the metrics: a picture of the curves that needs no JavaScript (DVC image plot)."
     import matplotlib.pyplot as plt
@@ -592,7 +592,7 @@ def _save_history_png(out_dir):
     fig.savefig(Path(out_dir) / 'history.png', dpi=110)
     plt.close(fig)
 
-# %% ../nbs/05_trainer.ipynb #d688242b
+# %% ../nbs/05_trainer.ipynb #0a19061c
 def _git_commit():
     "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
     try:
@@ -676,7 +676,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
         return {}
     torch.save({'params': p, 'arch': p['arch'], 'step': max(start, t['steps']),
                         'nets': {n: setup.net(n).state_dict() for n in setup.nets}}, out / 'model.pt')
-    sample = sample_grid(setup, eval_images, out / 'samples' / 'final.png')
+    sample_grid(setup, eval_images, out / 'completions.png')
     run = {'mde_version': mde.__version__, 'torch_version': torch.__version__, 'python': platform.python_version(),
            'device': str(device) + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else f' ({platform.processor() or platform.machine()})'),
            'world_size': world, 'amp_bf16': setup.amp, 'git_commit': _git_commit(),
@@ -690,7 +690,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     _save_history_png(out)
     return log.summary
 
-# %% ../nbs/05_trainer.ipynb #08dad2f3
+# %% ../nbs/05_trainer.ipynb #556a9226
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -722,6 +722,6 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_trainer.ipynb #cd4a87ac
+# %% ../nbs/05_trainer.ipynb #7d965b4d
 #| eval: false
 if __name__ == '__main__': main()

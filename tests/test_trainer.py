@@ -214,7 +214,7 @@ def test_outputs_and_no_dvc_side_effects_outside_a_dvc_repo(tmp_path):
     assert m['step'] == 3 and set(m['eval']) == {'completion', 'psnr_missing'} and 'initial' in m
     assert (run / 'dvclive' / 'plots' / 'metrics' / 'loss' / 'g_total.tsv').read_text().startswith('step\tg_total\n')
     from PIL import Image
-    grid = Image.open(run / 'samples' / 'final.png')
+    grid = Image.open(run / 'completions.png')
     assert grid.size[0] > grid.size[1] > 0  # 3 rows of 8 images
     assert Image.open(run / 'history.png').size[0] > 0
     assert json.loads((run / 'run.json').read_text())['logger'] == 'plain'
@@ -264,7 +264,7 @@ def test_short_real_data_runs_at_96px(tmp_path, name, mask):
                               'train.eval_every': 2, **ALL_PLAYERS})
         s = train(p, tmp_path / 'run')
         assert s['step'] == 2 and math.isfinite(s['eval']['completion'])
-        assert (tmp_path / 'run' / 'samples' / 'final.png').exists()
+        assert (tmp_path / 'run' / 'completions.png').exists() and list((tmp_path / 'run' / 'samples').glob('step_*.png'))
         run = json.loads((tmp_path / 'run' / 'run.json').read_text())
         assert run['train_data']['n'] == 32 and run['train_data']['img_size'] == 96
     finally:
