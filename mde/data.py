@@ -6,8 +6,8 @@
 __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVES', 'CELEBA_FRAME', 'CELEBA_CROP',
            'shared_data_dir', 'ImageDataset', 'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'load_dataset']
 
-# %% ../nbs/04_data.ipynb #18fd794f
-import gzip, hashlib, json, os, pickle, shutil, tarfile, time, warnings, zipfile
+# %% ../nbs/04_data.ipynb #6e9732b6
+import gzip, hashlib, inspect, json, marshal, os, pickle, shutil, tarfile, time, warnings, zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-# %% ../nbs/04_data.ipynb #84eeb26e
+# %% ../nbs/04_data.ipynb #7aa39e33
 DATASETS = ('digits', 'mnist', 'cifar10', 'celeba', 'flowers102')
 SPLITS = {'digits': ('train', 'test'), 'mnist': ('train', 'test'), 'cifar10': ('train', 'test'),
           'celeba': ('train', 'valid', 'test', 'all'), 'flowers102': ('train', 'valid', 'test')}
@@ -58,7 +58,7 @@ def _limit_idx(n, limit):
     if limit is None or limit >= n: return np.arange(n)
     return (np.arange(limit) * n) // limit
 
-# %% ../nbs/04_data.ipynb #4ab93902
+# %% ../nbs/04_data.ipynb #5f4d2989
 def shared_data_dir():
     "`../shared/data` relative to the repository root (found from this package's location or the cwd), or None."
     cands = []
@@ -68,7 +68,7 @@ def shared_data_dir():
     cands += [p.parent / 'shared' / 'data' for p in (cwd, *cwd.parents)]
     return next((c for c in cands if c.is_dir()), None)
 
-# %% ../nbs/04_data.ipynb #8dc8d635
+# %% ../nbs/04_data.ipynb #17fdb1da
 class ImageDataset(torch.utils.data.Dataset):
     "All images of a split as one uint8 tensor, with labels and per-image extras; items are dicts."
     def __init__(self, images, labels, extras=None, info=None):
@@ -101,7 +101,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return (f"ImageDataset({self.info.get('name', '?')}/{self.info.get('split', '?')}: {len(self)} images "
                 f"3x{self.img_size}x{self.img_size}, keys: {keys})")
 
-# %% ../nbs/04_data.ipynb #b6b55e9c
+# %% ../nbs/04_data.ipynb #a06d941e
 CELEBA_FRAME = (218, 178)                       # (height, width) of the aligned CelebA images
 CELEBA_CROP = {'top': 45, 'left': 25, 'size': 128}  # x0.75 rescale + centred 96x96 crop, in the 178x218 frame
 
@@ -135,33 +135,50 @@ def _celeba_face(im, size):
     top, left, side, _ = celeba_crop_box()
     return im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side))
 
-# %% ../nbs/04_data.ipynb #35354800
+# %% ../nbs/04_data.ipynb #3c68157e
 def _workers():
     "One decoding thread per usable CPU core, at most 8 (more threads only contend for the GIL)."
     n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     return max(1, min(8, n))
 
-def _decode_files(paths, size, transform, desc='decode'):
-    "Decode image files with `transform(pil_image, size)` -> (uint8 (n, 3, size, size) of the readable ones, kept index, errors)."
+_MAX_NAMES = 20                                  # odd files listed by name in `.info` (the count is always exact)
+
+def _decode_files(paths, size, transform, desc='decode', native=None, base=None):
+    """Decode image files with `transform(pil_image, size)` -> (uint8 (n, 3, size, size) of the readable ones,
+    kept index, report). `report` maps 'corrupt' (skipped), 'converted' (mode not RGB) and 'resized' (size not
+    `native` (w, h); unchecked when None) to {file name: detail}; names are relative to `base` when given."""
     n = len(paths)
     out = torch.empty(n, 3, size, size, dtype=torch.uint8)
     ok = np.zeros(n, dtype=bool)
-    errors = {}
+    report = {'corrupt': {}, 'converted': {}, 'resized': {}}
+    def name(p): return Path(p).relative_to(base).as_posix() if base is not None else Path(p).name
     def work(start, chunk=64):                  # chunks of 64 images: little per-task overhead for tiny JPEGs
         for i in range(start, min(start + chunk, n)):
             try:
                 with Image.open(paths[i]) as im:
+                    mode, wh = im.mode, im.size      # as stored, before any conversion
                     arr = np.asarray(transform(im, size), dtype=np.uint8)
                 out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
                 ok[i] = True
             except Exception as e:              # truncated / unreadable / not an image: skip and report
-                errors[Path(paths[i]).name] = f'{type(e).__name__}: {e}'
+                report['corrupt'][name(paths[i])] = f'{type(e).__name__}: {e}'
+                continue
+            if mode != 'RGB': report['converted'][name(paths[i])] = mode
+            if native is not None and wh != tuple(native): report['resized'][name(paths[i])] = wh
         return min(chunk, n - start)
     with ThreadPoolExecutor(_workers()) as ex, tqdm(total=n, desc=desc, disable=n < 1000, leave=False) as bar:
         for k in ex.map(work, range(0, n, 64)): bar.update(k)
     keep = np.flatnonzero(ok)
     images = out if len(keep) == n else out[torch.from_numpy(keep)]
-    return images, keep, errors
+    return images, keep, report
+
+def _report_info(report, native=None):
+    "The `.info` entries of a `_decode_files` report: all corrupt names; the first `_MAX_NAMES` odd ones, with counts."
+    info = {'corrupt': sorted(report['corrupt']), 'native_size': None if native is None else list(native)}
+    for k in ('converted', 'resized'):
+        names = sorted(report[k])
+        info[k], info[f'n_{k}'] = names[:_MAX_NAMES], len(names)
+    return info
 
 def _resize_grey(x, size, chunk=4096):
     "Float grey images (n, h, w) in [0, 1] -> uint8 (n, 1, size, size), bilinear."
@@ -173,7 +190,7 @@ def _resize_grey(x, size, chunk=4096):
         out[i:i + chunk] = y.clamp(0, 1).mul(255).round().to(torch.uint8)
     return out
 
-# %% ../nbs/04_data.ipynb #789dfb21
+# %% ../nbs/04_data.ipynb #b592cfba
 _EXPECTED = {
     'mnist': "mnist.npz (arrays x_train, y_train, x_test, y_test) or the four official idx files "
              "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
@@ -237,7 +254,7 @@ def _find_archive(name, source):
     if s.is_file(): return s if s.name.endswith(('.tar.gz', '.tgz', '.tar', '.zip', '.npz')) else None
     return next((s / a for a in ARCHIVES[name] if (s / a).is_file()), None)
 
-# %% ../nbs/04_data.ipynb #77bc4aea
+# %% ../nbs/04_data.ipynb #ee1948c0
 def _file_hash(path, algo):
     h = hashlib.new(algo)
     with open(path, 'rb') as f:
@@ -297,7 +314,7 @@ def _extract(name, archive, dest):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/04_data.ipynb #48a3fb76
+# %% ../nbs/04_data.ipynb #bca7bb54
 _MANUAL = {
     'mnist': 'https://ossci-datasets.s3.amazonaws.com/mnist/ (or http://yann.lecun.com/exdb/mnist/)',
     'cifar10': 'https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)',
@@ -335,7 +352,7 @@ def _missing_message(name, dest, source):
     if shared is not None and source is None: lines.append(f"Shared working copies exist here: try source={str(shared)!r}.")
     return '\n'.join(lines)
 
-# %% ../nbs/04_data.ipynb #2a070f5f
+# %% ../nbs/04_data.ipynb #7af78220
 def _digits_dir():
     try: import sklearn.datasets
     except ImportError as e:
@@ -364,7 +381,7 @@ def prepare_dataset(name, root='data', source=None, download=False) -> Path:
         if found is not None: return found
     raise FileNotFoundError(_missing_message(name, dest, source))
 
-# %% ../nbs/04_data.ipynb #7fec0c6d
+# %% ../nbs/04_data.ipynb #38316810
 def _build_digits(data_dir, split, size, limit):
     _digits_dir()
     from sklearn.datasets import load_digits
@@ -378,7 +395,7 @@ def _build_digits(data_dir, split, size, limit):
             'info': {'n_available': n_available, 'classes': [str(i) for i in range(10)],
                      'split_rule': 'first 1500 images train, last 297 test'}}
 
-# %% ../nbs/04_data.ipynb #e4c9cb32
+# %% ../nbs/04_data.ipynb #19f6e522
 def _read_idx(path):
     "Read an idx file (the official MNIST format, optionally gzipped) into a numpy array."
     with (gzip.open if str(path).endswith('.gz') else open)(path, 'rb') as f: data = f.read()
@@ -402,7 +419,7 @@ def _build_mnist(data_dir, split, size, limit):
     return {'images': _resize_grey(x, size), 'labels': torch.from_numpy(np.asarray(y)[idx].astype(np.int64)),
             'extras': {}, 'info': {'n_available': len(y), 'classes': [str(i) for i in range(10)], 'format': src}}
 
-# %% ../nbs/04_data.ipynb #0eae48f2
+# %% ../nbs/04_data.ipynb #17a9d3bc
 def _build_cifar10(data_dir, split, size, limit):
     if (data_dir / 'data_batch_1').is_file():
         files = [f'data_batch_{i}' for i in range(1, 6)] if split == 'train' else ['test_batch']
@@ -433,12 +450,13 @@ def _build_cifar10(data_dir, split, size, limit):
         files = sorted(f for f in os.listdir(folder / cls) if f.lower().endswith(('.jpg', '.jpeg', '.png')))
         paths += [folder / cls / f for f in files]; labels += [c] * len(files)
     idx = _limit_idx(len(paths), limit)
-    images, keep, errors = _decode_files([paths[i] for i in idx], size, _square, f'cifar10/{split}')
+    images, keep, report = _decode_files([paths[i] for i in idx], size, _square, f'cifar10/{split}',
+                                         native=(32, 32), base=folder)
     return {'images': images, 'labels': torch.tensor(labels, dtype=torch.long)[torch.from_numpy(idx[keep])],
             'extras': {}, 'info': {'n_available': len(paths), 'classes': list(CIFAR10_CLASSES),
-                                   'format': 'jpeg folders', 'corrupt': sorted(errors)}}
+                                   'format': 'jpeg folders', **_report_info(report, (32, 32))}}
 
-# %% ../nbs/04_data.ipynb #9bd08d42
+# %% ../nbs/04_data.ipynb #2c6b7747
 _CELEBA_RANGES = {'train': (1, 162770), 'valid': (162771, 182637), 'test': (182638, 202599)}
 
 def _read_table(path):
@@ -482,9 +500,10 @@ def _build_celeba(data_dir, split, size, limit):
     if not names: raise FileNotFoundError(f"no CelebA images of split {split!r} found in {img_dir}")
     idx = _limit_idx(len(names), limit)
     names = [names[i] for i in idx]
-    images, keep, errors = _decode_files([img_dir / n for n in names], size, _celeba_face, f'celeba/{split}')
+    images, keep, report = _decode_files([img_dir / n for n in names], size, _celeba_face, f'celeba/{split}',
+                                         native=CELEBA_FRAME[::-1], base=img_dir)
     names = [names[i] for i in keep]
-    info['corrupt'] = sorted(errors)
+    info.update(_report_info(report, CELEBA_FRAME[::-1]))
     extras = {}
     for key, pattern, what in (('attrs', 'list_attr_celeba*.txt', 'attributes'),
                                ('landmarks', 'list_landmarks_align_celeba*.txt', 'landmarks'),
@@ -517,7 +536,7 @@ def _build_celeba(data_dir, split, size, limit):
     info['classes'] = None
     return {'images': images, 'labels': labels, 'extras': extras, 'info': info}
 
-# %% ../nbs/04_data.ipynb #aaa45c6a
+# %% ../nbs/04_data.ipynb #c3b59baa
 def _build_flowers102(data_dir, split, size, limit):
     try: from scipy.io import loadmat
     except ImportError as e:
@@ -534,24 +553,87 @@ def _build_flowers102(data_dir, split, size, limit):
     if len(present) < len(sel):
         info['missing'].append(f"{len(sel) - len(present)} of {len(sel)} images of split {split!r} are not in {img_dir} (skipped)")
     present = [present[i] for i in _limit_idx(len(present), limit)]
-    images, keep, errors = _decode_files([img_dir / f'image_{i:05d}.jpg' for i in present], size, _square,
-                                         f'flowers102/{split}')
-    info['corrupt'] = sorted(errors)
+    images, keep, report = _decode_files([img_dir / f'image_{i:05d}.jpg' for i in present], size, _square,
+                                         f'flowers102/{split}', base=img_dir)   # sizes vary: only modes are checked
+    info.update(_report_info(report))
     return {'images': images, 'labels': torch.from_numpy(labels[np.asarray(present, dtype=np.int64)[keep] - 1]),
             'extras': {}, 'info': info}
 
 _BUILDERS = {'digits': _build_digits, 'mnist': _build_mnist, 'cifar10': _build_cifar10,
              'celeba': _build_celeba, 'flowers102': _build_flowers102}
 
-# %% ../nbs/04_data.ipynb #8316a491
-_CACHE_VERSION = 1
+# %% ../nbs/04_data.ipynb #a58fe31c
+_CACHE_VERSION = 2                               # the cache file's format; code changes are caught by `_code_hash`
 
-def _fingerprint(data_dir):
-    h = hashlib.sha1(f'{_CACHE_VERSION}|{Path(data_dir).resolve()}'.encode())
+def _tree_summary(top, skip=()):
+    "(files, total bytes, latest mtime in ns) of everything under `top`: sub-folders and linked folders (each once) included, `skip` folders left out."
+    n = total = latest = 0
+    def ident(p):
+        st = os.stat(p); return st.st_dev, st.st_ino
+    seen = {ident(top)} | {ident(d) for d in skip if os.path.isdir(d)}
+    stack = [os.fspath(top)]
+    while stack:
+        try: it = os.scandir(stack.pop())
+        except OSError: continue                    # unreadable folder
+        with it:
+            for e in it:
+                try: st = e.stat()                  # follows links; a broken link raises
+                except OSError: continue
+                if e.is_dir():
+                    if (st.st_dev, st.st_ino) in seen: continue
+                    seen.add((st.st_dev, st.st_ino)); stack.append(e.path)
+                else: n += 1; total += st.st_size
+                latest = max(latest, st.st_mtime_ns)  # folders too: a rename changes its folder's time
+    return n, total, latest
+
+def _code_hash(fn):
+    "Hash of the source of `fn` and, transitively, of every function and UPPER_CASE constant of this module it names."
+    h, done, todo = hashlib.sha1(), set(), [fn]
+    while todo:
+        f = todo.pop(0)
+        if f in done: continue
+        done.add(f)
+        try: h.update(inspect.getsource(f).encode())
+        except (OSError, TypeError): h.update(marshal.dumps(f.__code__))   # no source file (e.g. exec'd code)
+        names, codes = set(), [f.__code__]
+        while codes:                                # nested functions and lambdas name globals too
+            c = codes.pop(); names.update(c.co_names); codes += [k for k in c.co_consts if inspect.iscode(k)]
+        for k in sorted(names):
+            v = globals().get(k)
+            if inspect.isfunction(v) and v.__module__ == __name__: todo.append(v)
+            elif k.lstrip('_').isupper() and isinstance(v, (int, float, str, tuple, list, dict, set, frozenset)):
+                h.update(f'|{k}={sorted(v) if isinstance(v, (set, frozenset)) else v!r}'.encode())
+    return h.hexdigest()[:10]
+
+def _fingerprint(data_dir, code='', skip=()):
+    "Cache key of a data folder: its path, top-level files, whole-tree summary, and the builder's `code` hash."
+    h = hashlib.sha1(f'{_CACHE_VERSION}|{code}|{Path(data_dir).resolve()}'.encode())
     with os.scandir(data_dir) as it:
         for e in sorted(it, key=lambda e: e.name):
             if e.is_file(): h.update(f'|{e.name}:{e.stat().st_size}'.encode())
+    h.update('|tree:{}:{}:{}'.format(*_tree_summary(data_dir, skip)).encode())
     return h.hexdigest()[:10]
+
+def _names(names, n, shown=5):
+    more = f" and {n - len(names[:shown])} more" if n > len(names[:shown]) else ''
+    return ', '.join(names[:shown]) + more
+
+def _odd_message(info):
+    "One message for all the odd (converted or resized) files of a load, or None."
+    conv, res = info.get('n_converted', 0), info.get('n_resized', 0)
+    if not (conv or res): return None
+    parts = []
+    if conv: parts.append(f"{conv} image file(s) not RGB, converted to RGB: {_names(info['converted'], conv)}")
+    if res:
+        w, h = info['native_size']
+        if info['name'] == 'celeba':
+            parts.append(f"{res} image file(s) not {w}x{h} (the aligned CelebA frame), resized to {w}x{h} before the "
+                         f"face crop, so their alignment is not guaranteed (the crop and the eye/mouth occlusions "
+                         f"assume aligned faces): {_names(info['resized'], res)}")
+        else:
+            parts.append(f"{res} image file(s) not {w}x{h} (the native size), centre-cropped and resized: "
+                         f"{_names(info['resized'], res)}")
+    return f"{info['name']}/{info['split']}: odd images kept: " + '; '.join(parts)
 
 def _report(info):
     where = f"{info['name']}/{info['split']}"
@@ -560,6 +642,8 @@ def _report(info):
     if bad:
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ''
         warnings.warn(f"{where}: skipped {len(bad)} unreadable image file(s): {', '.join(bad[:10])}{more}", stacklevel=3)
+    odd = _odd_message(info)
+    if odd: warnings.warn(odd, stacklevel=3)
 
 def load_dataset(name, split='train', root='data', img_size=None, source=None, download=False, limit=None,
                  cache=True) -> ImageDataset:
@@ -569,8 +653,10 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
     data_dir = prepare_dataset(name, root, source, download)
     path = None
     if cache:
-        key = 'sklearn' if name == 'digits' else _fingerprint(data_dir)
-        path = Path(root) / 'cache' / f"{name}-{split}-{size}px-{'all' if limit is None else limit}-{key}.pt"
+        code = _code_hash(globals()[f'_build_{name}'])
+        cache_dir = Path(root) / 'cache'
+        key = f'sklearn-{code}' if name == 'digits' else _fingerprint(data_dir, code, skip=[cache_dir])
+        path = cache_dir / f"{name}-{split}-{size}px-{'all' if limit is None else limit}-{key}.pt"
     out = None
     if path is not None and path.is_file():
         try:
@@ -584,6 +670,7 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
         out = _BUILDERS[name](data_dir, split, size, limit)
         info = {'name': name, 'split': split, 'img_size': size, 'limit': limit, 'n': len(out['images']),
                 'source': str(data_dir), 'cache': str(path) if path else None, 'missing': [], 'corrupt': [],
+                'converted': [], 'n_converted': 0, 'resized': [], 'n_resized': 0, 'native_size': None,
                 'classes': None, **out['info']}
         info.update(n_corrupt=len(info['corrupt']), build_seconds=round(time.time() - t0, 3), from_cache=False)
         out['info'] = info

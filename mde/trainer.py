@@ -9,7 +9,7 @@ __all__ = ['ARCHS', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'SMOKE', 'find_params', 'set
            'RunLog', 'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run',
            'code_fingerprint', 'read_history', 'plot_history', 'train', 'main']
 
-# %% ../nbs/05_trainer.ipynb #0d5cba94
+# %% ../nbs/05_trainer.ipynb #1d1a5a1b
 import argparse
 import copy
 import json
@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ from .metrics import psnr
 from .networks import (ContextEncoder, CoordDiscriminator, Discriminator, Generator,
                           MaskReconstructor, count_parameters)
 
-# %% ../nbs/05_trainer.ipynb #6b83ef8c
+# %% ../nbs/05_trainer.ipynb #99dfd1d8
 ARCHS = ('mde', 'ce')
 LOSS_WEIGHTS = ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns')
 HNS_VARIANTS = ('rec', 'alt', 'coord')
@@ -103,13 +104,13 @@ def load_params(path='params.yaml', overrides=None):
             known = sorted(p.stem for p in (path.parent / 'profiles').glob('*.yaml'))
             raise ValueError(f"unknown profile {params['profile']!r}; known: {known}")
         over = yaml.safe_load(prof.read_text()) or {}
-        bad = set(over) - {'data', 'model', 'train'}
-        if bad: raise ValueError(f"profile {prof} may only set data/model/train, not {sorted(bad)}")
+        bad = set(over) - {'data', 'model', 'train', 'arch'}
+        if bad: raise ValueError(f"profile {prof} may only set data/model/train/arch, not {sorted(bad)}")
         params = _merge(params, over)
     for k, v in overrides.items(): set_param(params, k, v)
     return validate_params(params)
 
-# %% ../nbs/05_trainer.ipynb #63e15a99
+# %% ../nbs/05_trainer.ipynb #3c0384f4
 def validate_params(p):
     "Check names and ranges in `p`; raise ValueError saying what is wrong and what is valid."
     S = p.get('S')
@@ -132,16 +133,24 @@ def validate_params(p):
     t = p['train']
     for k in ('steps', 'batch_size', 'ckpt_every', 'sample_every', 'log_every', 'eval_every'):
         if not isinstance(t.get(k), int) or t[k] < 1: raise ValueError(f"train.{k} must be an integer >= 1, got {t.get(k)!r}")
+    size = p['data'].get('img_size')
+    if p['arch'] == 'ce' and size not in (32, 128):
+        raise ValueError(f"the Context Encoder takes data.img_size 32 or 128 (the report's two models), got {size!r}")
+    if p['arch'] == 'mde':
+        k = 2 ** len(p['model']['widths'])
+        if not isinstance(size, int) or size % k:
+            raise ValueError(f"data.img_size must be a multiple of {k} (2**len(model.widths), "
+                             f"widths={p['model']['widths']}), got {size!r}")
     return p
 
-# %% ../nbs/05_trainer.ipynb #6333c82d
-def init_distributed():
-    "Start torch.distributed when launched by torchrun; return (rank, world_size, local_rank)."
+# %% ../nbs/05_trainer.ipynb #bfcb27e9
+def init_distributed(device='auto'):
+    "Start torch.distributed when launched by torchrun (nccl for GPUs, else gloo); return (rank, world_size, local_rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
     if world <= 1: return 0, 1, 0
     if not dist.is_initialized():
-        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
-        dist.init_process_group(backend=backend)
+        gpu = device == 'cuda' or (device == 'auto' and torch.cuda.is_available())
+        dist.init_process_group(backend='nccl' if gpu else 'gloo')
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0))
 
 
@@ -158,7 +167,7 @@ def pick_device(name='auto', local_rank=0):
 def _barrier():
     if dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/05_trainer.ipynb #97b4fec2
+# %% ../nbs/05_trainer.ipynb #8502798e
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -225,13 +234,13 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         perc = PerceptualLoss(vgg_weights=p['losses'].get('vgg_weights', 'imagenet')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)
 
-# %% ../nbs/05_trainer.ipynb #66d3dfbf
+# %% ../nbs/05_trainer.ipynb #612b0c7f
 SMOKE = {'data.img_size': 16, 'data.limit': 64, 'data.eval_images': 16, 'model.widths': [8, 16],
          'model.d_widths': [8, 16], 'model.convs_per_block': 1, 'model.fc_dim': 32, 'model.r_base': 4,
          'train.batch_size': 8, 'train.steps': 6, 'train.ckpt_every': 3, 'train.sample_every': 3,
          'train.log_every': 1, 'train.eval_every': 3, 'train.progress': False, 'losses.vgg_weights': 'random'}
 
-# %% ../nbs/05_trainer.ipynb #090dbb0d
+# %% ../nbs/05_trainer.ipynb #2c80463f
 def _seed_of(*xs):
     "A 63-bit seed from integers (stable across runs and machines)."
     h = 0x9E3779B97F4A7C15
@@ -277,7 +286,7 @@ def make_batch(setup, source, step):
     M2, boxes2 = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
     return {'Z': Z, 'M': M, 'boxes': boxes, 'M_alt': M2, 'boxes_alt': boxes2}
 
-# %% ../nbs/05_trainer.ipynb #06b4a6a5
+# %% ../nbs/05_trainer.ipynb #999f1671
 def _centre(x, h):
     H, W = x.shape[-2:]
     t, l = (H - h) // 2, (W - h) // 2
@@ -369,7 +378,7 @@ def train_step(setup, batch):
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 
-# %% ../nbs/05_trainer.ipynb #85a07fc2
+# %% ../nbs/05_trainer.ipynb #2e9751f9
 class _evaluating:
     "Context: every network of `setup` in eval mode, restored afterwards."
     def __init__(self, setup): self.nets = [setup.net(n) for n in setup.nets]
@@ -407,49 +416,51 @@ def evaluate(setup, images, batch_size=64):
             n_psnr += int(ok.sum())
     return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
 
-# %% ../nbs/05_trainer.ipynb #485f0d9b
+# %% ../nbs/05_trainer.ipynb #8ec1ea63
 def _in_dvc_repo(path):
     p = Path(path).resolve()
     return any((q / '.dvc').is_dir() for q in [p, *p.parents])
 
 
-def _truncate_tsvs(folder, step):
-    for f in Path(folder).glob('plots/metrics/**/*.tsv'):
-        lines = f.read_text().splitlines()
-        keep = [lines[0]] + [l for l in lines[1:] if l and int(l.split('\t')[0]) <= step]
-        f.write_text('\n'.join(keep) + '\n')
-
-
 class RunLog:
-    "Scalar metrics per step (TSV) and a summary (metrics.json) in dvclive's layout, with or without dvclive."
-    def __init__(self, folder, resume_step=0, use_dvclive=None):
+    """Scalar metrics per step (TSV) and a summary (metrics.json) in dvclive's layout, with or without dvclive.
+    `state` (from a checkpoint) restores the history up to that checkpoint: the files are rewritten from it,
+    so a resumed run keeps its curves and its untrained baseline even if the files were deleted meanwhile."""
+    def __init__(self, folder, state=None, use_dvclive=None):
         self.dir = Path(folder)
-        if resume_step: _truncate_tsvs(self.dir, resume_step)
-        else:
-            for f in self.dir.glob('plots/metrics/**/*.tsv'): f.unlink()
+        for f in self.dir.glob('plots/metrics/**/*.tsv'): f.unlink()
+        (self.dir / 'metrics.json').unlink(missing_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.summary, self.live = {}, None
+        self.rows = copy.deepcopy(state['rows']) if state else {}
+        self.summary = copy.deepcopy(state['summary']) if state else {}
+        for name, rows in self.rows.items():
+            self._tsv(name).write_text(f'step\t{Path(name).name}\n' + ''.join(f'{st}\t{v}\n' for st, v in rows))
+        if self.summary: (self.dir / 'metrics.json').write_text(json.dumps(self.summary, indent=4))
+        self.live = None
         if use_dvclive is None: use_dvclive = _in_dvc_repo(self.dir)
         if use_dvclive:
             try:
                 from dvclive import Live
-                self.live = Live(str(self.dir), resume=bool(resume_step), save_dvc_exp=False, dvcyaml=None, report=None)
+                self.live = Live(str(self.dir), resume=bool(state), save_dvc_exp=False, dvcyaml=None, report=None)
             except Exception as e:  # dvclive missing or unusable here: the plain writer does the same job
                 if not isinstance(e, ImportError): warnings.warn(f'dvclive unusable ({e}); writing metrics without it')
                 self.live = None
-        if resume_step and (self.dir / 'metrics.json').exists():
-            self.summary = json.loads((self.dir / 'metrics.json').read_text())
         self.backend = 'dvclive' if self.live else 'plain'
+
+    def _tsv(self, name):
+        f = self.dir / 'plots' / 'metrics' / f'{name}.tsv'
+        f.parent.mkdir(parents=True, exist_ok=True)
+        return f
 
     def log(self, metrics, step):
         for name, value in metrics.items():
             value = float(value)
+            self.rows.setdefault(name, []).append((step, value))
             if self.live:
                 self.live.step = step
                 self.live.log_metric(name, value)
             else:
-                f = self.dir / 'plots' / 'metrics' / f'{name}.tsv'
-                f.parent.mkdir(parents=True, exist_ok=True)
+                f = self._tsv(name)
                 if not f.exists(): f.write_text(f'step\t{Path(name).name}\n')
                 with f.open('a') as fh: fh.write(f'{step}\t{value}\n')
             d = self.summary
@@ -457,6 +468,10 @@ class RunLog:
             for k in parents: d = d.setdefault(k, {})
             d[last] = value
         self.summary['step'] = step
+
+    def state(self):
+        "What a checkpoint stores to restore this log."
+        return {'rows': copy.deepcopy(self.rows), 'summary': copy.deepcopy(self.summary)}
 
     def write_summary(self, extra=None):
         self.summary.update(extra or {})
@@ -468,7 +483,7 @@ class RunLog:
     def close(self):
         if self.live: self.live.end()
 
-# %% ../nbs/05_trainer.ipynb #3f99c625
+# %% ../nbs/05_trainer.ipynb #8e1e0679
 @torch.no_grad()
 def sample_grid(setup, images, path, n=8):
     "Save a PNG: masked input / completion / ground truth for the first `n` uint8 `images`."
@@ -486,7 +501,7 @@ def sample_grid(setup, images, path, n=8):
     save_image(grid.cpu(), path, nrow=len(Z), padding=2, pad_value=1.0)
     return path
 
-# %% ../nbs/05_trainer.ipynb #cd14f079
+# %% ../nbs/05_trainer.ipynb #754cbe42
 def _rng_state():
     st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -498,9 +513,9 @@ def _set_rng_state(st):
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
 
-def save_checkpoint(setup, step, path):
-    "Atomically write the full training state after `step` updates to `path`."
-    state = {'step': step, 'params': setup.params, 'signature': model_signature(setup.params),
+def save_checkpoint(setup, step, path, log_state=None):
+    "Atomically write the full training state after `step` updates (and the logged history) to `path`."
+    state = {'step': step, 'log': log_state, 'params': setup.params, 'signature': model_signature(setup.params),
              'nets': {n: setup.net(n).state_dict() for n in setup.nets},
              'opts': {n: o.state_dict() for n, o in setup.opts.items()},
              'scheds': {n: s.state_dict() for n, s in setup.scheds.items()},
@@ -525,14 +540,14 @@ def read_checkpoint(path):
     return ck
 
 
-def load_checkpoint(setup, path):
-    "Restore the training state from `path` into `setup`; return the step to continue from."
-    ck = read_checkpoint(path)
+def load_checkpoint(setup, path, ck=None):
+    "Restore the training state from `path` (or its already-read contents `ck`) into `setup`; return the step."
+    ck = read_checkpoint(path) if ck is None else ck
     want = model_signature(setup.params)
     if ck['signature'] != want:
         diff = {k: (ck['signature'].get(k), want[k]) for k in want if ck['signature'].get(k) != want[k]}
         raise ValueError(f"checkpoint {path} is from another model: (checkpoint, this run) differ in {diff}. "
-                         "Use a different output folder, or resume='never' to start afresh")
+                         "Use a different output folder, or start afresh: --resume never (resume='never' in Python)")
     for n in setup.nets: setup.net(n).load_state_dict(ck['nets'][n])
     for n, o in setup.opts.items(): o.load_state_dict(ck['opts'][n])
     for n, s in setup.scheds.items(): s.load_state_dict(ck['scheds'][n])
@@ -554,7 +569,7 @@ def code_fingerprint():
     for f in sorted(Path(mde.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
-# %% ../nbs/05_trainer.ipynb #8a95feec
+# %% ../nbs/05_trainer.ipynb #9915fd91
 def read_history(out_dir):
     "The logged scalars of a run: {name: (steps, values)} from `<out_dir>/dvclive/plots/metrics`."
     root = Path(out_dir) / 'dvclive' / 'plots' / 'metrics'
@@ -584,15 +599,16 @@ def plot_history(out_dir, figsize=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_trainer.ipynb #cdabcd96
+# %% ../nbs/05_trainer.ipynb #a5069b7e
 def _save_history_png(out_dir):
     "history.png beside the metrics: a picture of the curves that needs no JavaScript (DVC image plot)."
     import matplotlib.pyplot as plt
+    if not read_history(out_dir): return warnings.warn(f'no logged metrics in {out_dir}: no history.png')
     fig = plot_history(out_dir)
     fig.savefig(Path(out_dir) / 'history.png', dpi=110)
     plt.close(fig)
 
-# %% ../nbs/05_trainer.ipynb #0a19061c
+# %% ../nbs/05_trainer.ipynb #9e4244bf
 def _git_commit():
     "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
     try:
@@ -619,30 +635,34 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     "Train per `params` into `out_dir`; returns the final summary metrics (rank 0) or {} (other ranks)."
     p = validate_params(copy.deepcopy(params))
     t = p['train']
-    rank, world, local_rank = init_distributed()
+    rank, world, local_rank = init_distributed(t.get('device', 'auto'))
     device = pick_device(t.get('device', 'auto'), local_rank)
     out = Path(out_dir)
     ckpt = out / 'checkpoints' / 'last.ckpt'
     train_ds, eval_ds = _load_data(p, rank)
     setup = build(p, device, rank, world)
 
-    start = 0
+    start, log_state = 0, None
     if resume not in ('auto', 'never', None, False):
-        start = load_checkpoint(setup, resume)
+        prev = read_checkpoint(resume)
+        start, log_state = load_checkpoint(setup, resume, prev), prev.get('log')
     elif resume == 'auto' and ckpt.exists():
         prev = read_checkpoint(ckpt)
         if not same_run(prev['params'], p): why = 'other parameters'
         elif prev.get('code') != code_fingerprint(): why = 'another version of the mde code'
-        else: why, start = None, load_checkpoint(setup, ckpt)
+        else: why, start, log_state = None, load_checkpoint(setup, ckpt, prev), prev.get('log')
         if why and rank == 0: print(f"{ckpt} was made with {why}: starting afresh")
         elif rank == 0: print(f"resuming from {ckpt} at update {start}")
     if start >= t['steps'] and rank == 0: print(f'{ckpt} is already at step {start} of {t["steps"]}')
 
-    source = BatchSource(train_ds.images, t['batch_size'], p['seed'], rank, world, device)
+    if t['batch_size'] % world:
+        raise ValueError(f"train.batch_size {t['batch_size']} is the global batch: it must divide evenly over {world} processes")
+    source = BatchSource(train_ds.images, t['batch_size'] // world, p['seed'], rank, world, device)
     eval_images = eval_ds.images
-    log = RunLog(out / 'dvclive', resume_step=start) if rank == 0 else None
+    log = RunLog(out / 'dvclive', state=log_state if start else None) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if start == 0: shutil.rmtree(out / 'samples', ignore_errors=True)  # no grids of an earlier run
         (out / 'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
         if start == 0:
             log.log({f'eval/{k}': v for k, v in evaluate(setup, eval_images).items()}, 0)
@@ -669,7 +689,9 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
             if done % t['sample_every'] == 0 or last:
                 sample_grid(setup, eval_images, out / 'samples' / f'step_{done:07d}.png')
         if done % t['ckpt_every'] == 0 or last:
-            if rank == 0: save_checkpoint(setup, done, ckpt)
+            if rank == 0:
+                log.write_summary()
+                save_checkpoint(setup, done, ckpt, log.state())
             _barrier()
     bar.close()
     if rank != 0:
@@ -690,7 +712,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     _save_history_png(out)
     return log.summary
 
-# %% ../nbs/05_trainer.ipynb #556a9226
+# %% ../nbs/05_trainer.ipynb #41f2ef2f
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -718,10 +740,14 @@ def main(argv=None):
             return
     except (ValueError, FileNotFoundError) as e:
         ap.error(str(e))
-    summary = train(params, a.out, resume=a.resume, progress=False if a.no_progress else None)
+    try:
+        summary = train(params, a.out, resume=a.resume, progress=False if a.no_progress else None)
+    except (ValueError, FileNotFoundError) as e:  # bad data, checkpoint or setting: the message says what to do
+        if os.environ.get('MDE_DEBUG'): raise
+        sys.exit(f'mde-train: error: {e}\n(set MDE_DEBUG=1 for the traceback)')
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_trainer.ipynb #7d965b4d
+# %% ../nbs/05_trainer.ipynb #1140af2b
 #| eval: false
 if __name__ == '__main__': main()

@@ -208,20 +208,92 @@ def test_corrupt_and_odd_images_in_cifar_jpg_layout(tmp_path):
     (src / 'train' / 'bird' / '0001.jpg').write_bytes(good[:len(good) // 2])            # truncated JPEG
     (src / 'train' / 'truck' / '0002.jpg').write_bytes(b'this is not an image')
     (src / 'train' / 'truck' / '0003.png').write_bytes(_jpeg_bytes(128, (40, 36), 'L', 'PNG'))  # grey, 40x36
-    with pytest.warns(UserWarning, match=r'0001\.jpg') as rec:
-        ds = load_dataset('cifar10', root=tmp_path / 'root', source=src)
-    assert any('0002.jpg' in str(w.message) for w in rec)
-    assert len(ds) == 6 and ds.info['n_corrupt'] == 2 and ds.info['corrupt'] == ['0001.jpg', '0002.jpg']
-    assert ds.labels.tolist() == [0, 0, 2, 9, 9, 9]
+    (src / 'train' / 'truck' / '0004.png').write_bytes(_jpeg_bytes((9, 9, 9, 128), mode='RGBA', fmt='PNG'))
+    (src / 'train' / 'airplane' / '0002.jpg').write_bytes(_jpeg_bytes((0, 0, 0, 0), mode='CMYK'))
+    (src / 'train' / 'bird' / '0002.jpg').write_bytes(_jpeg_bytes((1, 2, 3), (32, 40)))      # RGB, 32x40
+    ds, msgs = _quiet_load('cifar10', root=tmp_path / 'root', source=src)
+    assert any('unreadable' in m and 'bird/0001.jpg' in m and 'truck/0002.jpg' in m for m in msgs)
+    assert len(ds) == 9 and ds.info['n_corrupt'] == 2 and ds.info['corrupt'] == ['bird/0001.jpg', 'truck/0002.jpg']
+    assert ds.labels.tolist() == [0, 0, 0, 2, 2, 9, 9, 9, 9]
+    # odd but readable files: kept, listed, and named in ONE warning
+    assert ds.info['converted'] == ['airplane/0002.jpg', 'truck/0003.png', 'truck/0004.png'] and ds.info['n_converted'] == 3
+    assert ds.info['resized'] == ['bird/0002.jpg', 'truck/0003.png'] and ds.info['n_resized'] == 2
+    assert ds.info['native_size'] == [32, 32]
+    odd = [m for m in msgs if 'odd images' in m]
+    assert len(odd) == 1 and all(f in odd[0] for f in ('airplane/0002.jpg', 'truck/0003.png', 'truck/0004.png',
+                                                       'bird/0002.jpg', '32x32'))
+    assert not any('bird/0000.jpg' in m for m in msgs)
     assert ds.info['source'] == str(src)                       # a folder of official files is used in place
     assert not (tmp_path / 'root' / 'raw').exists()
-    grey = ds.images[-1]                                       # the 40x36 grey PNG: RGB, centre crop, 32x32
+    grey = ds.images[-2]                                       # the 40x36 grey PNG: RGB, centre crop, 32x32
     assert grey.shape == (3, 32, 32) and torch.equal(grey[0], grey[1]) and (grey.float() - 128).abs().max() <= 1
     assert ds.images[0, 2].float().mean() > 180                # blue-ish airplane kept its colour
     again, msgs = _quiet_load('cifar10', root=tmp_path / 'root', source=src)   # from cache: still reported
-    assert again.info['from_cache'] and any('0001.jpg' in m for m in msgs) and len(again) == 6
-    test = load_dataset('cifar10', 'test', root=tmp_path / 'root', source=src)
-    assert len(test) == 1 and test.labels.tolist() == [3]
+    assert again.info['from_cache'] and any('bird/0001.jpg' in m for m in msgs) and len(again) == 9
+    assert sum('truck/0003.png' in m for m in msgs) == 1 and again.info['resized'] == ds.info['resized']
+    test, msgs = _quiet_load('cifar10', 'test', root=tmp_path / 'root', source=src)
+    assert len(test) == 1 and test.labels.tolist() == [3] and test.info['n_converted'] == test.info['n_resized'] == 0
+    assert not msgs                                            # a clean split: no warning at all
+
+
+def test_cache_follows_the_image_tree_and_the_code(tmp_path, monkeypatch):
+    src, root = _cifar_jpg_folder(tmp_path / 'src'), tmp_path / 'root'
+    calls, build = [], D._BUILDERS['cifar10']
+    monkeypatch.setitem(D._BUILDERS, 'cifar10', lambda *a: calls.append(a) or build(*a))
+    first = load_dataset('cifar10', root=root, source=src)
+    same = load_dataset('cifar10', root=root, source=src)                  # unchanged folder: reused
+    assert len(calls) == 1 and same.info['from_cache'] and same.info['cache'] == first.info['cache']
+    (src / 'train' / 'bird' / '0002.jpg').write_bytes(_jpeg_bytes((5, 5, 5)))   # a subset grows in place
+    grown = load_dataset('cifar10', root=root, source=src)
+    assert len(calls) == 2 and not grown.info['from_cache'] and len(grown) == 7
+    assert grown.info['cache'] != first.info['cache']
+    f = src / 'train' / 'truck' / '0001.jpg'                                   # rewritten, same size
+    f.write_bytes(_jpeg_bytes((250, 250, 250))); os.utime(f, ns=(time.time_ns() + 10 ** 9,) * 2)
+    touched = load_dataset('cifar10', root=root, source=src)
+    assert len(calls) == 3 and not touched.info['from_cache'] and touched.images[-1].float().mean() > 240
+    assert load_dataset('cifar10', root=root, source=src).info['from_cache'] and len(calls) == 3
+    # a change to the decoding code (here: `_square`, used by the builder) is a new entry, no version bump
+    monkeypatch.setattr(D, '_square', lambda im, size: Image.new('RGB', (size, size), (7, 7, 7)))
+    recoded = load_dataset('cifar10', root=root, source=src)
+    assert len(calls) == 4 and not recoded.info['from_cache'] and (recoded.images == 7).all()
+    assert D._CACHE_VERSION == 2
+    # the cache folder inside the data folder does not change the key
+    inside = load_dataset('cifar10', root=src, source=src)
+    assert len(calls) == 5 and len(inside) == 7 and load_dataset('cifar10', root=src, source=src).info['from_cache']
+
+
+def test_tree_summary(tmp_path):
+    d = tmp_path / 'd'; (d / 'a' / 'b').mkdir(parents=True)
+    for i in range(2000): (d / 'a' / 'b' / f'{i:05d}.jpg').write_bytes(b'x' * 3)
+    (d / 'top.txt').write_bytes(b'12345')
+    (d / 'a' / 'loop').symlink_to(d, target_is_directory=True)                 # a link back up: visited once
+    (tmp_path / 'ext').mkdir(); (tmp_path / 'ext' / 'e.jpg').write_bytes(b'yy')
+    (d / 'linked').symlink_to(tmp_path / 'ext', target_is_directory=True)      # a linked image folder counts
+    (d / 'broken').symlink_to(tmp_path / 'nowhere')
+    t0 = time.perf_counter(); n, size, latest = D._tree_summary(d); dt = time.perf_counter() - t0
+    assert (n, size) == (2002, 2000 * 3 + 5 + 2) and latest > 0 and dt < 2
+    assert D._tree_summary(d, skip=[d / 'a'])[:2] == (2, 7)
+    os.utime(d / 'a' / 'b' / '00007.jpg', ns=(latest + 5, latest + 5))
+    assert D._tree_summary(d)[2] == latest + 5
+
+
+def test_code_hash_is_stable_and_follows_helpers(monkeypatch):
+    h = {n: D._code_hash(getattr(D, f'_build_{n}')) for n in DATASETS}
+    assert h == {n: D._code_hash(getattr(D, f'_build_{n}')) for n in DATASETS} and len(set(h.values())) == 5
+    monkeypatch.setattr(D, 'CELEBA_CROP', {'top': 40, 'left': 25, 'size': 128})     # a constant it uses
+    assert D._code_hash(D._build_celeba) != h['celeba'] and D._code_hash(D._build_cifar10) == h['cifar10']
+    monkeypatch.setattr(D, '_resize_grey', lambda x, size: None)                      # a helper it uses
+    assert D._code_hash(D._build_digits) != h['digits'] and D._code_hash(D._build_mnist) != h['mnist']
+    assert D._code_hash(D._build_flowers102) == h['flowers102']
+
+
+def test_digits_key_follows_the_code(tmp_path, monkeypatch):
+    first = load_dataset('digits', root=tmp_path, limit=5)
+    assert '-sklearn-' in Path(first.info['cache']).name
+    real = D._resize_grey
+    monkeypatch.setattr(D, '_resize_grey', lambda x, size: real(x, size) // 2)
+    again = load_dataset('digits', root=tmp_path, limit=5)
+    assert not again.info['from_cache'] and torch.equal(again.images, first.images // 2)
 
 
 def test_unknown_class_folder(tmp_path):
@@ -352,6 +424,49 @@ def test_celeba_fake_official_files(tmp_path):
     assert any('no attributes' in m for m in msgs) and valid.images[0, 2].float().mean() > 200
     everything, _ = _quiet_load('celeba', 'all', root=tmp_path / 'root', source=src, img_size=32)
     assert len(everything) == 6
+
+
+def test_celeba_odd_size_warns_about_alignment(tmp_path):
+    src = _fake_celeba(tmp_path / 'CelebA', partition=False)                    # split by the official ranges
+    (src / 'img_align_celeba' / '000006.jpg').write_bytes(_jpeg_bytes((30, 60, 90), (200, 200)))
+    ds, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)
+    assert len(ds) == 5 and ds.images.shape == (5, 3, 96, 96)                 # still loaded
+    assert ds.info['resized'] == ['000004.jpg', '000006.jpg'] and ds.info['converted'] == ['000004.jpg']
+    assert ds.info['native_size'] == [178, 218]
+    odd = [m for m in msgs if 'odd images' in m]
+    assert len(odd) == 1 and '000006.jpg' in odd[0] and '178x218' in odd[0] and 'alignment is not guaranteed' in odd[0]
+    assert not any(n in odd[0] for n in ('000001.jpg', '000002.jpg', '000003.jpg'))
+    assert (ds.images[4].float().mean((1, 2)) - torch.tensor([30., 60., 90.])).abs().max() < 6
+    _, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)                 # from the cache too
+    assert sum('000006.jpg' in m and 'alignment' in m for m in msgs) == 1
+
+
+def _fake_flowers(d, sizes_modes):
+    from scipy.io import savemat
+    (d / 'jpg').mkdir(parents=True)
+    for i, (size, mode) in enumerate(sizes_modes, 1):
+        color = {'RGB': (200, 30, 30), 'L': 90, 'CMYK': (0, 0, 0, 0)}[mode]
+        (d / 'jpg' / f'image_{i:05d}.jpg').write_bytes(_jpeg_bytes(color, size, mode))
+    n = len(sizes_modes)
+    savemat(d / 'imagelabels.mat', {'labels': np.arange(n) % 102 + 1})
+    savemat(d / 'setid.mat', {'trnid': np.arange(1, n - 1), 'tstid': np.array([n - 1]), 'valid': np.array([n - 1, n])})
+    return d
+
+
+def test_flowers_odd_modes_only_and_capped_names(tmp_path):
+    specs = [((500, 375), 'RGB'), ((375, 500), 'RGB'), ((640, 480), 'CMYK')] + [((100 + i, 90), 'L') for i in range(22)]
+    src = _fake_flowers(tmp_path / 'flowers', specs)
+    ds, msgs = _quiet_load('flowers102', root=tmp_path / 'root', source=src, img_size=32)
+    assert len(ds) == 24 and ds.images.shape == (24, 3, 32, 32)
+    assert ds.info['n_converted'] == 22 and len(ds.info['converted']) == 20      # capped names, exact count
+    assert ds.info['converted'][:2] == ['image_00003.jpg', 'image_00004.jpg']
+    assert ds.info['resized'] == [] and ds.info['n_resized'] == 0 and ds.info['native_size'] is None
+    odd = [m for m in msgs if 'odd images' in m]
+    assert len(odd) == 1 and '22 image file(s) not RGB' in odd[0] and 'image_00003.jpg' in odd[0]
+    assert 'and 17 more' in odd[0] and 'image_00001.jpg' not in odd[0]
+    test, msgs = _quiet_load('flowers102', 'test', root=tmp_path / 'root', source=src, img_size=32)
+    assert len(test) == 2 and test.info['converted'] == ['image_00024.jpg', 'image_00025.jpg']
+    assert torch.equal(test.images[0, 0], test.images[0, 1])                   # grey -> RGB
 
 
 def test_celeba_without_partition_and_landmarks(tmp_path):

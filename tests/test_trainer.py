@@ -49,6 +49,7 @@ ALL_PLAYERS = {'losses.adversarial': 0.01, 'losses.hns': 10.0, 'losses.hns_varia
     ({'train.steps': 0}, 'train.steps'), ({'train.stepz': 3}, 'unknown parameter'),
     ({'profile': 'nope'}, 'unknown profile'),
     ({'losses.completion': 0, 'losses.reconstruction': 0}, 'at least one'),
+    ({'data.img_size': 20}, 'multiple of 8'), ({'arch': 'ce', 'data.img_size': 64}, '32 or 128'),
 ])
 def test_bad_parameters_are_refused_before_training(over, words):
     with pytest.raises(ValueError, match=words):
@@ -67,6 +68,11 @@ def test_profile_lays_over_params_but_not_the_method():
     assert p['data']['name'] == 'celeba' and p['data']['img_size'] == 96 and p['model']['fc_dim'] == 4000
     assert p['train']['steps'] == 300000 and p['train']['batch_size'] == 24
     assert p['S'] == 0.1 and p['mask'] == 'rec'
+
+
+def test_context_encoder_profiles_set_arch():
+    p = load_params(REPO / 'params.yaml', {'profile': 'ce-cifar10'})
+    assert p['arch'] == 'ce' and p['data']['name'] == 'cifar10' and p['data']['img_size'] == 32
 
 
 def test_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
@@ -114,7 +120,7 @@ def test_training_lowers_heldout_completion_loss(tmp_path):
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     p = tiny(tmp_path, **{**ALL_PLAYERS, 'train.steps': 6, 'train.ckpt_every': 2})
-    train(p, tmp_path / 'whole')
+    whole = train(p, tmp_path / 'whole')
 
     import mde.trainer as T
     real_step, calls = T.train_step, {'n': 0}
@@ -126,10 +132,12 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(p, tmp_path / 'cut')
     assert read_checkpoint(tmp_path / 'cut' / 'checkpoints' / 'last.ckpt')['step'] == 2
+    shutil.rmtree(tmp_path / 'cut' / 'dvclive')  # `dvc repro` deletes non-persistent outputs before re-running
     monkeypatch.setattr(T, 'train_step', real_step)
     s = train(p, tmp_path / 'cut')
     assert json.loads((tmp_path / 'cut' / 'run.json').read_text())['resumed_from_step'] == 2
     assert s['step'] == 6
+    assert s['initial'] == whole['initial'] and s['eval'] == whole['eval']  # the untrained baseline survives
     assert_same_weights(weights(tmp_path / 'whole' / 'model.pt'), weights(tmp_path / 'cut' / 'model.pt'))
     # the curves do not double back: each logged step appears once, in order
     steps, _ = read_history(tmp_path / 'cut')['loss/g_total']
@@ -147,20 +155,21 @@ def _sets(tmp_path, **over):
 
 
 def test_killed_cli_run_resumes_from_last_checkpoint(tmp_path):
-    sets = _sets(tmp_path, **{'train.steps': 200, 'train.ckpt_every': 10, 'train.log_every': 10,
-                              'train.eval_every': 200, 'train.sample_every': 200})
+    # long enough (600 updates) that the kill lands mid-run even when the machine is busy
+    sets = _sets(tmp_path, **{'train.steps': 600, 'train.ckpt_every': 10, 'train.log_every': 10,
+                              'train.eval_every': 600, 'train.sample_every': 600})
     ref = _cli(['--out', str(tmp_path / 'ref'), *sets])
     out, _ = ref.communicate(timeout=300)
     assert ref.returncode == 0, out
     proc = _cli(['--out', str(tmp_path / 'cut'), *sets])
     ckpt = tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt.exists() and read_checkpoint(ckpt)['step'] >= 30):
-        time.sleep(0.2)
+    while time.time() < deadline and not (ckpt.exists() and read_checkpoint(ckpt)['step'] >= 20):
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = read_checkpoint(ckpt)['step']
-    assert 0 < killed_at < 200, killed_at
+    assert 0 < killed_at < 600, f'not killed mid-run (checkpoint at {killed_at})'
     again = _cli(['--out', str(tmp_path / 'cut'), *sets])
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out
@@ -169,12 +178,25 @@ def test_killed_cli_run_resumes_from_last_checkpoint(tmp_path):
     assert_same_weights(weights(tmp_path / 'ref' / 'model.pt'), weights(tmp_path / 'cut' / 'model.pt'))
 
 
+def test_complete_run_rerun_after_logs_were_deleted(tmp_path):
+    p = tiny(tmp_path, **{'train.steps': 4, 'train.ckpt_every': 2})
+    first = train(p, tmp_path / 'run')
+    for f in ('dvclive', 'samples'): shutil.rmtree(tmp_path / 'run' / f)
+    (tmp_path / 'run' / 'history.png').unlink()
+    again = train(p, tmp_path / 'run')  # nothing left to train: outputs are rebuilt from the checkpoint
+    assert again['initial'] == first['initial'] and again['eval'] == first['eval']
+    assert read_history(tmp_path / 'run')['eval/completion'][0] == [0, 3, 4]  # eval_every 3, and the last update
+    assert (tmp_path / 'run' / 'history.png').exists()
+
+
 def test_changed_parameters_start_afresh(tmp_path, capsys):
     p = tiny(tmp_path, **{'train.steps': 2, 'train.ckpt_every': 1})
     train(p, tmp_path / 'run')
     p2 = tiny(tmp_path, **{'train.steps': 2, 'train.ckpt_every': 1, 'S': 0.4})
+    (tmp_path / 'run' / 'samples' / 'step_0000099.png').write_bytes(b'stale')
     train(p2, tmp_path / 'run')
     assert 'other parameters: starting afresh' in capsys.readouterr().out
+    assert not (tmp_path / 'run' / 'samples' / 'step_0000099.png').exists()  # no grids of the earlier run
     assert json.loads((tmp_path / 'run' / 'run.json').read_text())['resumed_from_step'] == 0
 
 
@@ -220,12 +242,28 @@ def test_outputs_and_no_dvc_side_effects_outside_a_dvc_repo(tmp_path):
     assert json.loads((run / 'run.json').read_text())['logger'] == 'plain'
 
 
+def test_dvclive_inside_a_dvc_repo_has_no_side_effects(tmp_path, monkeypatch):
+    pytest.importorskip('dvclive', reason='dvclive is not installed')
+    env = {**os.environ, 'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@t', 'GIT_COMMITTER_NAME': 't', 'GIT_COMMITTER_EMAIL': 't@t'}
+    for cmd in (['git', 'init', '-q'], ['dvc', 'init', '-q'], ['git', 'add', '-A'], ['git', 'commit', '-qm', 'init']):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=env, capture_output=True)
+    monkeypatch.chdir(tmp_path)
+    p = tiny(tmp_path, **{'train.steps': 4, 'train.ckpt_every': 2})
+    s = train(p, tmp_path / 'run')
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text())['logger'] == 'dvclive'
+    assert json.loads((tmp_path / 'run' / 'dvclive' / 'metrics.json').read_text())['step'] == 4 and 'initial' in s
+    assert not list(tmp_path.rglob('dvc.yaml'))  # no stray pipeline file
+    refs = subprocess.run(['git', 'for-each-ref', 'refs/exps'], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert refs.strip() == ''  # no accidental experiment
+
+
 # --- several processes ---------------------------------------------------------------------------------
 
 def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533',
            '-m', 'mde.trainer', '--params', str(REPO / 'params.yaml'), '--out', str(tmp_path / 'run'),
-           *_sets(tmp_path, **{'train.steps': 4, 'train.ckpt_every': 4})]
+           # batch_size 8 is the global batch: with 12 images each rank holds 6, enough for 4 but not for 8
+           *_sets(tmp_path, **{'train.steps': 4, 'train.ckpt_every': 4, 'data.limit': 12})]
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -233,6 +271,18 @@ def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path):
     assert [c.name for c in ckpts] == ['last.ckpt']
     assert read_checkpoint(ckpts[0])['step'] == 4
     assert json.loads((tmp_path / 'run' / 'run.json').read_text())['world_size'] == 2
+
+
+# --- GPU ------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device on this machine')
+@pytest.mark.parametrize('over', [{**ALL_PLAYERS, 'losses.perceptual': 2e-5}, {'arch': 'ce', 'data.img_size': 32}])
+def test_trains_on_gpu_with_bf16(tmp_path, over):
+    p = tiny(tmp_path, **{'train.device': 'cuda', 'train.steps': 3, **over})
+    s = train(p, tmp_path / 'run')
+    run = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    assert run['device'].startswith('cuda') and run['amp_bf16'] is True
+    assert all(math.isfinite(v) for v in s['loss'].values())
 
 
 # --- the notebook --------------------------------------------------------------------------------------
