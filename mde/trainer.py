@@ -9,7 +9,7 @@ __all__ = ['ARCHS', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'SMOKE', 'find_params', 'set
            'RunLog', 'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run',
            'code_fingerprint', 'read_history', 'plot_history', 'train', 'main']
 
-# %% ../nbs/05_trainer.ipynb #1d1a5a1b
+# %% ../nbs/05_trainer.ipynb #81f20b3b
 import argparse
 import copy
 import json
@@ -43,7 +43,7 @@ from .metrics import psnr
 from .networks import (ContextEncoder, CoordDiscriminator, Discriminator, Generator,
                           MaskReconstructor, count_parameters)
 
-# %% ../nbs/05_trainer.ipynb #99dfd1d8
+# %% ../nbs/05_trainer.ipynb #d084d700
 ARCHS = ('mde', 'ce')
 LOSS_WEIGHTS = ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns')
 HNS_VARIANTS = ('rec', 'alt', 'coord')
@@ -110,7 +110,7 @@ def load_params(path='params.yaml', overrides=None):
     for k, v in overrides.items(): set_param(params, k, v)
     return validate_params(params)
 
-# %% ../nbs/05_trainer.ipynb #3c0384f4
+# %% ../nbs/05_trainer.ipynb #56cdf08b
 def validate_params(p):
     "Check names and ranges in `p`; raise ValueError saying what is wrong and what is valid."
     S = p.get('S')
@@ -143,7 +143,7 @@ def validate_params(p):
                              f"widths={p['model']['widths']}), got {size!r}")
     return p
 
-# %% ../nbs/05_trainer.ipynb #bfcb27e9
+# %% ../nbs/05_trainer.ipynb #0c722033
 def init_distributed(device='auto'):
     "Start torch.distributed when launched by torchrun (nccl for GPUs, else gloo); return (rank, world_size, local_rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -167,7 +167,7 @@ def pick_device(name='auto', local_rank=0):
 def _barrier():
     if dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/05_trainer.ipynb #8502798e
+# %% ../nbs/05_trainer.ipynb #4c2c4998
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -234,13 +234,13 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         perc = PerceptualLoss(vgg_weights=p['losses'].get('vgg_weights', 'imagenet')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)
 
-# %% ../nbs/05_trainer.ipynb #612b0c7f
+# %% ../nbs/05_trainer.ipynb #e85e6d92
 SMOKE = {'data.img_size': 16, 'data.limit': 64, 'data.eval_images': 16, 'model.widths': [8, 16],
          'model.d_widths': [8, 16], 'model.convs_per_block': 1, 'model.fc_dim': 32, 'model.r_base': 4,
          'train.batch_size': 8, 'train.steps': 6, 'train.ckpt_every': 3, 'train.sample_every': 3,
          'train.log_every': 1, 'train.eval_every': 3, 'train.progress': False, 'losses.vgg_weights': 'random'}
 
-# %% ../nbs/05_trainer.ipynb #2c80463f
+# %% ../nbs/05_trainer.ipynb #20a51d00
 def _seed_of(*xs):
     "A 63-bit seed from integers (stable across runs and machines)."
     h = 0x9E3779B97F4A7C15
@@ -286,7 +286,7 @@ def make_batch(setup, source, step):
     M2, boxes2 = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
     return {'Z': Z, 'M': M, 'boxes': boxes, 'M_alt': M2, 'boxes_alt': boxes2}
 
-# %% ../nbs/05_trainer.ipynb #999f1671
+# %% ../nbs/05_trainer.ipynb #7aafa083
 def _centre(x, h):
     H, W = x.shape[-2:]
     t, l = (H - h) // 2, (W - h) // 2
@@ -378,7 +378,7 @@ def train_step(setup, batch):
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 
-# %% ../nbs/05_trainer.ipynb #2e9751f9
+# %% ../nbs/05_trainer.ipynb #bbad3e9c
 class _evaluating:
     "Context: every network of `setup` in eval mode, restored afterwards."
     def __init__(self, setup): self.nets = [setup.net(n) for n in setup.nets]
@@ -416,7 +416,7 @@ def evaluate(setup, images, batch_size=64):
             n_psnr += int(ok.sum())
     return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
 
-# %% ../nbs/05_trainer.ipynb #8ec1ea63
+# %% ../nbs/05_trainer.ipynb #06233689
 def _in_dvc_repo(path):
     p = Path(path).resolve()
     return any((q / '.dvc').is_dir() for q in [p, *p.parents])
@@ -483,7 +483,7 @@ class RunLog:
     def close(self):
         if self.live: self.live.end()
 
-# %% ../nbs/05_trainer.ipynb #8e1e0679
+# %% ../nbs/05_trainer.ipynb #60c8f186
 @torch.no_grad()
 def sample_grid(setup, images, path, n=8):
     "Save a PNG: masked input / completion / ground truth for the first `n` uint8 `images`."
@@ -501,7 +501,7 @@ def sample_grid(setup, images, path, n=8):
     save_image(grid.cpu(), path, nrow=len(Z), padding=2, pad_value=1.0)
     return path
 
-# %% ../nbs/05_trainer.ipynb #754cbe42
+# %% ../nbs/05_trainer.ipynb #30a90a34
 def _rng_state():
     st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -569,7 +569,7 @@ def code_fingerprint():
     for f in sorted(Path(mde.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
-# %% ../nbs/05_trainer.ipynb #9915fd91
+# %% ../nbs/05_trainer.ipynb #fc27b9bd
 def read_history(out_dir):
     "The logged scalars of a run: {name: (steps, values)} from `<out_dir>/dvclive/plots/metrics`."
     root = Path(out_dir) / 'dvclive' / 'plots' / 'metrics'
@@ -599,7 +599,7 @@ def plot_history(out_dir, figsize=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_trainer.ipynb #a5069b7e
+# %% ../nbs/05_trainer.ipynb #4d1b7149
 def _save_history_png(out_dir):
     "history.png beside the metrics: a picture of the curves that needs no JavaScript (DVC image plot)."
     import matplotlib.pyplot as plt
@@ -608,7 +608,7 @@ def _save_history_png(out_dir):
     fig.savefig(Path(out_dir) / 'history.png', dpi=110)
     plt.close(fig)
 
-# %% ../nbs/05_trainer.ipynb #9e4244bf
+# %% ../nbs/05_trainer.ipynb #24d5a70b
 def _git_commit():
     "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
     try:
@@ -712,7 +712,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     _save_history_png(out)
     return log.summary
 
-# %% ../nbs/05_trainer.ipynb #41f2ef2f
+# %% ../nbs/05_trainer.ipynb #de6ee1bc
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -748,6 +748,5 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_trainer.ipynb #1140af2b
-#| eval: false
-if __name__ == '__main__': main()
+# %% ../nbs/05_trainer.ipynb #2c0ca695
+if __name__ == '__main__' and '__file__' in globals(): main()  # `python -m mde.trainer`, not a notebook kernel
