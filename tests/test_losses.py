@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import mde.losses as L
 from mde.losses import (completion_loss, reconstruction_loss, PerceptualLoss, d_adv_loss, g_adv_loss,
                         hns_seek_loss, hns_hide_loss, hns_alt_loss, hns_coord_loss)
+from helpers import rec_like_masks
 
 
 def _rand(*shape, seed=0):
@@ -15,14 +16,7 @@ def _rand(*shape, seed=0):
 
 
 def _mask(n=2, size=16, seed=0):
-    "Per-channel random rectangles (1 = kept), like REC masks."
-    g = torch.Generator().manual_seed(seed)
-    M = torch.zeros(n, 3, size, size)
-    for i in range(n):
-        for c in range(3):
-            t, l = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            M[i, c, t:t + size // 2, l:l + size // 2] = 1
-    return M
+    return rec_like_masks(n, size, seed)
 
 
 @pytest.fixture(scope='module')

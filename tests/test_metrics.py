@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import mde.metrics as Mx
 from mde.metrics import psnr, ssim, inception_score
+from helpers import rec_like_masks
 
 
 def _imgs(n=3, c=3, size=32, seed=0, smooth=True):
@@ -22,14 +23,7 @@ def _noisy(x, s=0.1, seed=1):
 
 
 def _rec_mask(n=3, size=32, seed=0):
-    "Per-channel kept rectangles (1 = kept), like REC masks."
-    g = torch.Generator().manual_seed(seed)
-    M = torch.zeros(n, 3, size, size)
-    for i in range(n):
-        for c in range(3):
-            t, l = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            M[i, c, t:t + size // 2, l:l + size // 2] = 1
-    return M
+    return rec_like_masks(n, size, seed)
 
 
 # ---------------------------------------------------------------- pSNR

@@ -1,0 +1,13 @@
+"Shared test helpers (pytest puts tests/ on sys.path, so test files `from helpers import ...`)."
+import torch
+
+
+def rec_like_masks(n=2, size=16, seed=0):
+    "Per-channel random kept rectangles of side size/2 (1 = kept), like REC masks, built without mde.masks."
+    g = torch.Generator().manual_seed(seed)
+    M = torch.zeros(n, 3, size, size)
+    for i in range(n):
+        for c in range(3):
+            t, l = torch.randint(0, size // 2, (2,), generator=g).tolist()
+            M[i, c, t:t + size // 2, l:l + size // 2] = 1
+    return M
