@@ -9,7 +9,7 @@ __all__ = ['ARCHS', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'SMOKE', 'find_params', 'set
            'RunLog', 'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run',
            'code_fingerprint', 'read_history', 'plot_history', 'train', 'main']
 
-# %% ../nbs/05_trainer.ipynb #81f20b3b
+# %% ../nbs/05_trainer.ipynb #6e050ab7
 import argparse
 import copy
 import json
@@ -43,7 +43,7 @@ from .metrics import psnr
 from .networks import (ContextEncoder, CoordDiscriminator, Discriminator, Generator,
                           MaskReconstructor, count_parameters)
 
-# %% ../nbs/05_trainer.ipynb #d084d700
+# %% ../nbs/05_trainer.ipynb #79fcfe01
 ARCHS = ('mde', 'ce')
 LOSS_WEIGHTS = ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns')
 HNS_VARIANTS = ('rec', 'alt', 'coord')
@@ -110,7 +110,7 @@ def load_params(path='params.yaml', overrides=None):
     for k, v in overrides.items(): set_param(params, k, v)
     return validate_params(params)
 
-# %% ../nbs/05_trainer.ipynb #56cdf08b
+# %% ../nbs/05_trainer.ipynb #115aabcf
 def validate_params(p):
     "Check names and ranges in `p`; raise ValueError saying what is wrong and what is valid."
     S = p.get('S')
@@ -143,7 +143,7 @@ def validate_params(p):
                              f"widths={p['model']['widths']}), got {size!r}")
     return p
 
-# %% ../nbs/05_trainer.ipynb #0c722033
+# %% ../nbs/05_trainer.ipynb #a0d33928
 def init_distributed(device='auto'):
     "Start torch.distributed when launched by torchrun (nccl for GPUs, else gloo); return (rank, world_size, local_rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -167,7 +167,7 @@ def pick_device(name='auto', local_rank=0):
 def _barrier():
     if dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/05_trainer.ipynb #4c2c4998
+# %% ../nbs/05_trainer.ipynb #852f0298
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -234,13 +234,13 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         perc = PerceptualLoss(vgg_weights=p['losses'].get('vgg_weights', 'imagenet')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)
 
-# %% ../nbs/05_trainer.ipynb #e85e6d92
+# %% ../nbs/05_trainer.ipynb #7fc182ca
 SMOKE = {'data.img_size': 16, 'data.limit': 64, 'data.eval_images': 16, 'model.widths': [8, 16],
          'model.d_widths': [8, 16], 'model.convs_per_block': 1, 'model.fc_dim': 32, 'model.r_base': 4,
          'train.batch_size': 8, 'train.steps': 6, 'train.ckpt_every': 3, 'train.sample_every': 3,
          'train.log_every': 1, 'train.eval_every': 3, 'train.progress': False, 'losses.vgg_weights': 'random'}
 
-# %% ../nbs/05_trainer.ipynb #20a51d00
+# %% ../nbs/05_trainer.ipynb #88901b0f
 def _seed_of(*xs):
     "A 63-bit seed from integers (stable across runs and machines)."
     h = 0x9E3779B97F4A7C15
@@ -286,7 +286,7 @@ def make_batch(setup, source, step):
     M2, boxes2 = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
     return {'Z': Z, 'M': M, 'boxes': boxes, 'M_alt': M2, 'boxes_alt': boxes2}
 
-# %% ../nbs/05_trainer.ipynb #7aafa083
+# %% ../nbs/05_trainer.ipynb #935df7d0
 def _centre(x, h):
     H, W = x.shape[-2:]
     t, l = (H - h) // 2, (W - h) // 2
@@ -378,7 +378,7 @@ def train_step(setup, batch):
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 
-# %% ../nbs/05_trainer.ipynb #bbad3e9c
+# %% ../nbs/05_trainer.ipynb #1ed16e97
 class _evaluating:
     "Context: every network of `setup` in eval mode, restored afterwards."
     def __init__(self, setup): self.nets = [setup.net(n) for n in setup.nets]
@@ -416,7 +416,7 @@ def evaluate(setup, images, batch_size=64):
             n_psnr += int(ok.sum())
     return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
 
-# %% ../nbs/05_trainer.ipynb #06233689
+# %% ../nbs/05_trainer.ipynb #b5f6af8b
 def _in_dvc_repo(path):
     p = Path(path).resolve()
     return any((q / '.dvc').is_dir() for q in [p, *p.parents])
@@ -483,7 +483,7 @@ class RunLog:
     def close(self):
         if self.live: self.live.end()
 
-# %% ../nbs/05_trainer.ipynb #60c8f186
+# %% ../nbs/05_trainer.ipynb #2ae73a44
 @torch.no_grad()
 def sample_grid(setup, images, path, n=8):
     "Save a PNG: masked input / completion / ground truth for the first `n` uint8 `images`."
@@ -501,7 +501,7 @@ def sample_grid(setup, images, path, n=8):
     save_image(grid.cpu(), path, nrow=len(Z), padding=2, pad_value=1.0)
     return path
 
-# %% ../nbs/05_trainer.ipynb #30a90a34
+# %% ../nbs/05_trainer.ipynb #eb96e64c
 def _rng_state():
     st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -569,7 +569,7 @@ def code_fingerprint():
     for f in sorted(Path(mde.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
-# %% ../nbs/05_trainer.ipynb #fc27b9bd
+# %% ../nbs/05_trainer.ipynb #8e2c4691
 def read_history(out_dir):
     "The logged scalars of a run: {name: (steps, values)} from `<out_dir>/dvclive/plots/metrics`."
     root = Path(out_dir) / 'dvclive' / 'plots' / 'metrics'
@@ -599,7 +599,7 @@ def plot_history(out_dir, figsize=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_trainer.ipynb #4d1b7149
+# %% ../nbs/05_trainer.ipynb #520bccd3
 def _save_history_png(out_dir):
     "history.png beside the metrics: a picture of the curves that needs no JavaScript (DVC image plot)."
     import matplotlib.pyplot as plt
@@ -608,7 +608,7 @@ def _save_history_png(out_dir):
     fig.savefig(Path(out_dir) / 'history.png', dpi=110)
     plt.close(fig)
 
-# %% ../nbs/05_trainer.ipynb #24d5a70b
+# %% ../nbs/05_trainer.ipynb #c658fec5
 def _git_commit():
     "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
     try:
@@ -636,6 +636,8 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     p = validate_params(copy.deepcopy(params))
     t = p['train']
     rank, world, local_rank = init_distributed(t.get('device', 'auto'))
+    if t['batch_size'] % world:
+        raise ValueError(f"train.batch_size {t['batch_size']} is the global batch: it must divide evenly over {world} processes")
     device = pick_device(t.get('device', 'auto'), local_rank)
     out = Path(out_dir)
     ckpt = out / 'checkpoints' / 'last.ckpt'
@@ -655,16 +657,14 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
         elif rank == 0: print(f"resuming from {ckpt} at update {start}")
     if start >= t['steps'] and rank == 0: print(f'{ckpt} is already at step {start} of {t["steps"]}')
 
-    if t['batch_size'] % world:
-        raise ValueError(f"train.batch_size {t['batch_size']} is the global batch: it must divide evenly over {world} processes")
     source = BatchSource(train_ds.images, t['batch_size'] // world, p['seed'], rank, world, device)
     eval_images = eval_ds.images
     log = RunLog(out / 'dvclive', state=log_state if start else None) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        if start == 0: shutil.rmtree(out / 'samples', ignore_errors=True)  # no grids of an earlier run
         (out / 'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
         if start == 0:
+            shutil.rmtree(out / 'samples', ignore_errors=True)  # no grids of an earlier run
             log.log({f'eval/{k}': v for k, v in evaluate(setup, eval_images).items()}, 0)
             log.summary['initial'] = copy.deepcopy(log.summary.get('eval', {}))
 
@@ -672,7 +672,8 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     tty = sys.stderr.isatty()  # in logs (CI, DVC) update the bar every 30 s, not 10 times a second
     bar = tqdm(total=t['steps'], initial=start, disable=not show, desc=f"{p['arch']}-{p['mask']} S={p['S']}",
                dynamic_ncols=True, mininterval=0.5 if tty else 30)
-    t0, losses = time.time(), {}
+    main_net = 'CE' if p['arch'] == 'ce' else 'G'
+    t0 = time.time()
     for step in range(start, t['steps']):
         losses = train_step(setup, make_batch(setup, source, step))
         step_schedulers(setup)
@@ -681,8 +682,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
         if rank == 0:
             bar.update(1)
             if done % t['log_every'] == 0 or last:
-                log.log({**losses, 'lr/G' if 'G' in setup.opts else 'lr/CE':
-                         next(iter(setup.opts.values())).param_groups[0]['lr']}, done)
+                log.log({**losses, f'lr/{main_net}': setup.opts[main_net].param_groups[0]['lr']}, done)
                 bar.set_postfix({k.split('/')[-1]: f'{v:.4g}' for k, v in losses.items()}, refresh=False)
             if done % t['eval_every'] == 0 or last:
                 log.log({f'eval/{k}': v for k, v in evaluate(setup, eval_images).items()}, done)
@@ -697,7 +697,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     if rank != 0:
         return {}
     torch.save({'params': p, 'arch': p['arch'], 'step': max(start, t['steps']),
-                        'nets': {n: setup.net(n).state_dict() for n in setup.nets}}, out / 'model.pt')
+                'nets': {n: setup.net(n).state_dict() for n in setup.nets}}, out / 'model.pt')
     sample_grid(setup, eval_images, out / 'completions.png')
     run = {'mde_version': mde.__version__, 'torch_version': torch.__version__, 'python': platform.python_version(),
            'device': str(device) + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else f' ({platform.processor() or platform.machine()})'),
@@ -712,7 +712,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     _save_history_png(out)
     return log.summary
 
-# %% ../nbs/05_trainer.ipynb #de6ee1bc
+# %% ../nbs/05_trainer.ipynb #f89c7578
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -748,5 +748,5 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_trainer.ipynb #2c0ca695
+# %% ../nbs/05_trainer.ipynb #6ba0cf4c
 if __name__ == '__main__' and '__file__' in globals(): main()  # `python -m mde.trainer`, not a notebook kernel
