@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['ARCHS', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'SMOKE', 'find_params', 'set_param', 'load_params', 'validate_params',
            'init_distributed', 'pick_device', 'Setup', 'model_signature', 'build_networks', 'build', 'BatchSource',
-           'mask_generator', 'make_batch', 'complete', 'train_step', 'step_schedulers', 'heldout_masks', 'evaluate',
+           'run_masks', 'mask_generator', 'make_batch', 'complete', 'train_step', 'step_schedulers', 'evaluate',
            'RunLog', 'sample_grid', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'same_run',
            'code_fingerprint', 'read_history', 'plot_history', 'train', 'main']
 
-# %% ../nbs/05_trainer.ipynb #6e050ab7
+# %% ../nbs/05_trainer.ipynb #90e29129
 import argparse
 import copy
+import functools
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from .metrics import psnr
 from .networks import (ContextEncoder, CoordDiscriminator, Discriminator, Generator,
                           MaskReconstructor, count_parameters)
 
-# %% ../nbs/05_trainer.ipynb #79fcfe01
+# %% ../nbs/05_trainer.ipynb #093bd300
 ARCHS = ('mde', 'ce')
 LOSS_WEIGHTS = ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns')
 HNS_VARIANTS = ('rec', 'alt', 'coord')
@@ -110,7 +111,7 @@ def load_params(path='params.yaml', overrides=None):
     for k, v in overrides.items(): set_param(params, k, v)
     return validate_params(params)
 
-# %% ../nbs/05_trainer.ipynb #115aabcf
+# %% ../nbs/05_trainer.ipynb #adb1448b
 def validate_params(p):
     "Check names and ranges in `p`; raise ValueError saying what is wrong and what is valid."
     S = p.get('S')
@@ -143,7 +144,7 @@ def validate_params(p):
                              f"widths={p['model']['widths']}), got {size!r}")
     return p
 
-# %% ../nbs/05_trainer.ipynb #a0d33928
+# %% ../nbs/05_trainer.ipynb #47b5ad83
 def init_distributed(device='auto'):
     "Start torch.distributed when launched by torchrun (nccl for GPUs, else gloo); return (rank, world_size, local_rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -167,7 +168,7 @@ def pick_device(name='auto', local_rank=0):
 def _barrier():
     if dist.is_initialized(): dist.barrier()
 
-# %% ../nbs/05_trainer.ipynb #852f0298
+# %% ../nbs/05_trainer.ipynb #fab50a22
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -234,13 +235,13 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         perc = PerceptualLoss(vgg_weights=p['losses'].get('vgg_weights', 'imagenet')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)
 
-# %% ../nbs/05_trainer.ipynb #7fc182ca
+# %% ../nbs/05_trainer.ipynb #d69abf21
 SMOKE = {'data.img_size': 16, 'data.limit': 64, 'data.eval_images': 16, 'model.widths': [8, 16],
          'model.d_widths': [8, 16], 'model.convs_per_block': 1, 'model.fc_dim': 32, 'model.r_base': 4,
          'train.batch_size': 8, 'train.steps': 6, 'train.ckpt_every': 3, 'train.sample_every': 3,
          'train.log_every': 1, 'train.eval_every': 3, 'train.progress': False, 'losses.vgg_weights': 'random'}
 
-# %% ../nbs/05_trainer.ipynb #88901b0f
+# %% ../nbs/05_trainer.ipynb #a567f605
 def _seed_of(*xs):
     "A 63-bit seed from integers (stable across runs and machines)."
     h = 0x9E3779B97F4A7C15
@@ -268,6 +269,16 @@ class BatchSource:
         return self.images[idx].to(self.device, non_blocking=True).float().div_(255)
 
 
+def run_masks(setup, Z, generator, return_boxes=False):
+    "Masks (1 = kept) of the run's kind for images `Z`: its mask kind and S, or the Context Encoder's centre hole."
+    p = setup.params
+    if p['arch'] == 'ce':
+        return sample_masks('center', len(Z), Z.shape[-2:], p['S'], generator=generator, device=Z.device,
+                            center_size=setup.net('CE').hole_size)
+    return sample_masks(p['mask'], len(Z), Z.shape[-2:], p['S'], generator=generator, device=Z.device,
+                        return_boxes=return_boxes)
+
+
 def mask_generator(seed, step, rank, device):
     return torch.Generator(device=device).manual_seed(_seed_of(seed, step, rank, 7))
 
@@ -278,15 +289,12 @@ def make_batch(setup, source, step):
     Z = source(step)
     if setup.params['train'].get('channels_last'): Z = Z.contiguous(memory_format=torch.channels_last)
     g = mask_generator(p['seed'], step, setup.rank, dev)
-    n, size = Z.shape[0], Z.shape[-2:]
-    if p['arch'] == 'ce':
-        M = sample_masks('center', n, size, p['S'], generator=g, device=dev, center_size=setup.net('CE').hole_size)
-        return {'Z': Z, 'M': M}
-    M, boxes = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
-    M2, boxes2 = sample_masks(p['mask'], n, size, p['S'], generator=g, device=dev, return_boxes=True)
+    if p['arch'] == 'ce': return {'Z': Z, 'M': run_masks(setup, Z, g)}
+    M, boxes = run_masks(setup, Z, g, return_boxes=True)
+    M2, boxes2 = run_masks(setup, Z, g, return_boxes=True)
     return {'Z': Z, 'M': M, 'boxes': boxes, 'M_alt': M2, 'boxes_alt': boxes2}
 
-# %% ../nbs/05_trainer.ipynb #935df7d0
+# %% ../nbs/05_trainer.ipynb #dea9e53e
 def _centre(x, h):
     H, W = x.shape[-2:]
     t, l = (H - h) // 2, (W - h) // 2
@@ -378,7 +386,7 @@ def train_step(setup, batch):
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 
-# %% ../nbs/05_trainer.ipynb #1ed16e97
+# %% ../nbs/05_trainer.ipynb #9cceacda
 class _evaluating:
     "Context: every network of `setup` in eval mode, restored afterwards."
     def __init__(self, setup): self.nets = [setup.net(n) for n in setup.nets]
@@ -389,15 +397,6 @@ class _evaluating:
         for m, mode in zip(self.nets, self.modes): m.train(mode)
 
 
-def heldout_masks(setup, Z, generator):
-    "Masks of the run's kind for held-out images `Z` (the centre hole for the Context Encoder)."
-    p = setup.params
-    if p['arch'] == 'ce':
-        return sample_masks('center', len(Z), Z.shape[-2:], p['S'], generator=generator, device=Z.device,
-                            center_size=setup.net('CE').hole_size)
-    return sample_masks(p['mask'], len(Z), Z.shape[-2:], p['S'], generator=generator, device=Z.device)
-
-
 @torch.no_grad()
 def evaluate(setup, images, batch_size=64):
     "Mean completion loss and missing-region pSNR of the current model on uint8 `images` with fixed masks."
@@ -406,7 +405,7 @@ def evaluate(setup, images, batch_size=64):
     tot, n_psnr = {'completion': 0.0, 'psnr_missing': 0.0}, 0
     for i in range(0, len(images), batch_size):
         Z = images[i:i + batch_size].to(dev).float().div_(255)
-        M = heldout_masks(setup, Z, g)
+        M = run_masks(setup, Z, g)
         with setup.autocast(), _evaluating(setup):
             Y = complete(setup, Z, M).float()
         tot['completion'] += completion_loss(Y, Z, M).item() * len(Z)
@@ -416,7 +415,7 @@ def evaluate(setup, images, batch_size=64):
             n_psnr += int(ok.sum())
     return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
 
-# %% ../nbs/05_trainer.ipynb #b5f6af8b
+# %% ../nbs/05_trainer.ipynb #4dc577b1
 def _in_dvc_repo(path):
     p = Path(path).resolve()
     return any((q / '.dvc').is_dir() for q in [p, *p.parents])
@@ -483,14 +482,14 @@ class RunLog:
     def close(self):
         if self.live: self.live.end()
 
-# %% ../nbs/05_trainer.ipynb #2ae73a44
+# %% ../nbs/05_trainer.ipynb #354d74b8
 @torch.no_grad()
 def sample_grid(setup, images, path, n=8):
     "Save a PNG: masked input / completion / ground truth for the first `n` uint8 `images`."
     from torchvision.utils import save_image
     p, dev = setup.params, setup.device
     Z = images[:n].to(dev).float().div(255)
-    M = heldout_masks(setup, Z, torch.Generator(device=dev).manual_seed(_seed_of(p['seed'], 999)))
+    M = run_masks(setup, Z, torch.Generator(device=dev).manual_seed(_seed_of(p['seed'], 999)))
     with setup.autocast(), _evaluating(setup):
         Y = complete(setup, Z, M).float()
     shown = M * Z + (1 - M) * 0.5
@@ -501,7 +500,7 @@ def sample_grid(setup, images, path, n=8):
     save_image(grid.cpu(), path, nrow=len(Z), padding=2, pad_value=1.0)
     return path
 
-# %% ../nbs/05_trainer.ipynb #eb96e64c
+# %% ../nbs/05_trainer.ipynb #a48f7930
 def _rng_state():
     st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
@@ -562,6 +561,7 @@ def same_run(a, b):
     return fa == fb
 
 
+@functools.lru_cache(maxsize=None)
 def code_fingerprint():
     "A hash of the `mde` package's source: a checkpoint made by other code is not silently continued."
     import hashlib
@@ -569,7 +569,7 @@ def code_fingerprint():
     for f in sorted(Path(mde.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
-# %% ../nbs/05_trainer.ipynb #8e2c4691
+# %% ../nbs/05_trainer.ipynb #f68a3e03
 def read_history(out_dir):
     "The logged scalars of a run: {name: (steps, values)} from `<out_dir>/dvclive/plots/metrics`."
     root = Path(out_dir) / 'dvclive' / 'plots' / 'metrics'
@@ -599,7 +599,7 @@ def plot_history(out_dir, figsize=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_trainer.ipynb #520bccd3
+# %% ../nbs/05_trainer.ipynb #28408c39
 def _save_history_png(out_dir):
     "history.png beside the metrics: a picture of the curves that needs no JavaScript (DVC image plot)."
     import matplotlib.pyplot as plt
@@ -608,7 +608,7 @@ def _save_history_png(out_dir):
     fig.savefig(Path(out_dir) / 'history.png', dpi=110)
     plt.close(fig)
 
-# %% ../nbs/05_trainer.ipynb #c658fec5
+# %% ../nbs/05_trainer.ipynb #12fed5be
 def _git_commit():
     "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
     try:
@@ -712,7 +712,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     _save_history_png(out)
     return log.summary
 
-# %% ../nbs/05_trainer.ipynb #f89c7578
+# %% ../nbs/05_trainer.ipynb #2039f6b0
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -748,5 +748,5 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/05_trainer.ipynb #6ba0cf4c
+# %% ../nbs/05_trainer.ipynb #b5e03ea8
 if __name__ == '__main__' and '__file__' in globals(): main()  # `python -m mde.trainer`, not a notebook kernel
