@@ -280,7 +280,7 @@ def test_tree_summary(tmp_path):
 def test_code_hash_is_stable_and_follows_helpers(monkeypatch):
     h = {n: D._code_hash(getattr(D, f'_build_{n}')) for n in DATASETS}
     assert h == {n: D._code_hash(getattr(D, f'_build_{n}')) for n in DATASETS} and len(set(h.values())) == 5
-    monkeypatch.setattr(D, 'CELEBA_CROP', {'top': 40, 'left': 25, 'size': 128})     # a constant it uses
+    monkeypatch.setattr(D, 'CELEBA_CROP', (40, 25, 128))     # a constant it uses
     assert D._code_hash(D._build_celeba) != h['celeba'] and D._code_hash(D._build_cifar10) == h['cifar10']
     monkeypatch.setattr(D, '_resize_grey', lambda x, size: None)                      # a helper it uses
     assert D._code_hash(D._build_digits) != h['digits'] and D._code_hash(D._build_mnist) != h['mnist']
@@ -358,7 +358,7 @@ def test_mnist_idx_files(tmp_path):
 
 def test_celeba_crop_geometry():
     top, left, h, w = celeba_crop_box()
-    assert (top, left, h, w) == (CELEBA_CROP['top'], CELEBA_CROP['left'], CELEBA_CROP['size'], CELEBA_CROP['size'])
+    assert (top, left, h, w) == (CELEBA_CROP[0], CELEBA_CROP[1], CELEBA_CROP[2], CELEBA_CROP[2])
     assert left + w / 2 == 89 and top + h / 2 == 109 and w == 128       # centred; 96 / 0.75 = 128
     lm = celeba_to_crop(MEAN_LM, 96)
     assert ((lm > 5) & (lm < 90)).all()
@@ -368,10 +368,9 @@ def test_celeba_crop_geometry():
     with pytest.raises(ValueError, match='pairs'): celeba_to_crop([1, 2, 3], 96)
 
 
-def test_celeba_crop_matches_masks():
-    masks = pytest.importorskip('mde.masks')
-    if not hasattr(masks, 'CELEBA_CROP'): pytest.skip('mde.masks has no CELEBA_CROP')
-    assert tuple(masks.CELEBA_CROP) == (CELEBA_CROP['top'], CELEBA_CROP['left'], CELEBA_CROP['size'])
+def test_celeba_crop_has_one_home():
+    import mde.masks as masks
+    assert CELEBA_CROP is masks.CELEBA_CROP and CELEBA_CROP == (45, 25, 128)
 
 
 def _png(arr): buf = io.BytesIO(); Image.fromarray(arr).save(buf, 'PNG'); return buf.getvalue()

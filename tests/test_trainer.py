@@ -1,4 +1,5 @@
-"Tests of mde.trainer: parameters, every loss variant, resumption, DDP, logging, the notebook, real data."
+"""Tests of the training side: parameters and named runs (mde.params), every loss variant, the update (mde.step),
+resumption (mde.checkpoint), DDP, logging (mde.runlog), the loop and CLI (mde.trainer), the notebook, real data."""
 import json
 import math
 import os
@@ -13,8 +14,12 @@ import pytest
 import torch
 
 from mde.data import shared_data_dir
-from mde.trainer import (SMOKE, build, load_params, read_checkpoint, read_history, set_param, train,
-                         validate_params)
+from mde.build import build
+from mde.checkpoint import read_checkpoint
+from mde.params import SMOKE, load_params, run_names, set_param, side_section, validate_params
+from mde.runlog import read_history
+from mde.step import BatchSource, loss_balance, make_batch, train_step
+from mde.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +59,70 @@ ALL_PLAYERS = {'losses.adversarial': 0.01, 'losses.hns': 10.0, 'losses.hns_varia
 def test_bad_parameters_are_refused_before_training(over, words):
     with pytest.raises(ValueError, match=words):
         load_params(REPO / 'params.yaml', over)
+
+
+@pytest.mark.parametrize('mask', ['inpaint', 'reverse', 'center', 'color1', 'color2'])
+@pytest.mark.parametrize('variant', ['rec', 'alt', 'coord'])
+def test_hide_and_seek_is_refused_where_the_mask_cannot_be_hidden(mask, variant):
+    with pytest.raises(ValueError, match='cannot hide a mask'):
+        load_params(REPO / 'params.yaml', {'mask': mask, 'losses.hns': 1.0, 'losses.hns_variant': variant})
+    for ok in ('random', 'rec'):
+        load_params(REPO / 'params.yaml', {'mask': ok, 'losses.hns': 1.0, 'losses.hns_variant': variant})
+
+
+def _params_file(tmp_path, runs, extra=''):
+    import yaml
+    base = yaml.safe_load((REPO / 'params.yaml').read_text())
+    base['runs'] = runs
+    f = tmp_path / 'params.yaml'
+    f.write_text(yaml.safe_dump(base) + extra)
+    (tmp_path / 'profiles').symlink_to(REPO / 'profiles')
+    return f
+
+
+def test_named_runs_lay_over_the_file_and_overrides_over_them(tmp_path):
+    f = _params_file(tmp_path, {'A': {'mask': 'rec', 'S': 0.1, 'losses': {'adversarial': 0.5}}, 'B': {'train.steps': 7}})
+    assert run_names(f) == ['A', 'B']
+    a = load_params(f, run='A')
+    assert (a['run'], a['mask'], a['S'], a['losses']['adversarial'], a['losses']['completion']) == ('A', 'rec', 0.1, 0.5, 1.0)
+    assert load_params(f, {'S': 0.3}, run='A')['S'] == 0.3            # overrides win over the run
+    assert load_params(f, run='B')['train']['steps'] == 7              # dotted keys work too
+    assert 'runs' not in a and 'studies' not in a                      # not part of any run
+
+
+@pytest.mark.parametrize('runs, run, words', [
+    ({'A': {'mask': 'rec'}}, 'Z', "unknown run 'Z'"),
+    ({'A': {'losses': {'styel': 1.0}}}, 'A', "run 'A'.*unknown parameter 'losses.styel'"),
+    ({'A': {'mask': 'inpaint', 'losses': {'hns': 1.0}}}, 'A', 'cannot hide'),
+    ({'A': {'profile': 'paper-celeba'}}, 'A', 'may not set'),
+    ({'bad name': {'mask': 'rec'}}, 'bad name', 'letters, digits'),
+    ({'A': {'S': 0}}, 'A', 'strictly between'),
+])
+def test_bad_runs_are_refused_before_training(tmp_path, runs, run, words):
+    f = _params_file(tmp_path, runs)
+    with pytest.raises(ValueError, match=words):
+        load_params(f, run=run)
+
+
+def test_cli_refuses_an_unknown_run_before_training(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'mde.trainer', '--run', 'nope', '--out', str(tmp_path / 'x')],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "unknown run 'nope'" in r.stderr and not (tmp_path / 'x').exists()
+
+
+def test_repository_runs_and_studies_are_valid():
+    names = run_names(REPO / 'params.yaml')
+    for n in names: load_params(REPO / 'params.yaml', run=n)
+    studies = side_section('studies', REPO / 'params.yaml')
+    assert set(studies['grid']['runs']) <= set(names)
+    assert set(studies['ablation']['runs'].values()) <= set(names)
+
+
+def test_paper_weights_are_one_setting_away():
+    p = load_params(REPO / 'params.yaml', {'losses.preset': 'paper'}, run='REC10-alt')
+    assert (p['losses']['perceptual'], p['losses']['adversarial'], p['losses']['hns']) == (2e-5, 1e-2, 10.0)
+    c = load_params(REPO / 'params.yaml', {'losses.preset': 'paper'}, run='REC10-coord')
+    assert c['losses']['hns'] == 0.1 and c['losses']['reconstruction'] == 1.0
 
 
 def test_unknown_loss_name_is_refused():
@@ -101,6 +170,8 @@ def test_variants_train_and_log(tmp_path, over):
         want |= {'rec': {'R'}, 'alt': {'R'}, 'coord': {'C'}}[p['losses']['hns_variant']] if p['losses']['hns'] else set()
         assert nets == want
     run = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    bal = json.loads((tmp_path / 'run' / 'loss_balance.json').read_text())
+    if p['arch'] == 'mde': assert set(bal['start']) == set(bal['end']) and 'completion' in bal['end']
     if p['losses']['perceptual']: assert 'substitute' in run['perceptual_vgg'] or 'imagenet' in run['perceptual_vgg']
 
 
@@ -113,6 +184,31 @@ def test_training_lowers_heldout_completion_loss(tmp_path):
     s = train(p, tmp_path / 'run')
     assert s['eval']['completion'] < 0.8 * s['initial']['completion']
     assert s['eval']['psnr_missing'] > s['initial']['psnr_missing'] + 1
+
+
+def test_discriminator_sees_real_and_fake_as_separate_batches(tmp_path):
+    p = tiny(tmp_path, **{'losses.adversarial': 0.01})
+    s = build(p)
+    seen = []
+    s.net('D').register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    batch = make_batch(s, BatchSource(torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8), 8, 0), 0)
+    train_step(s, batch)
+    assert len(seen) == 3 and all(len(x) == 8 for x in seen)     # real, fake (D step), fake (G step): never mixed
+    assert torch.equal(seen[0], batch['Z']) and not torch.equal(seen[1], batch['Z'])
+
+
+def test_loss_balance_measures_every_term_and_changes_nothing(tmp_path):
+    p = tiny(tmp_path, **{**ALL_PLAYERS, 'losses.perceptual': 0.1})
+    s = build(p)
+    batch = make_batch(s, BatchSource(torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8), 8, 0), 0)
+    state = {n: {k: v.clone() for k, v in s.net(n).state_dict().items()} for n in s.nets}
+    bal = loss_balance(s, batch)
+    assert set(bal) == {'completion', 'reconstruction', 'perceptual', 'adversarial', 'hns'}
+    assert all(v['grad_norm'] > 0 and math.isfinite(v['value']) for v in bal.values())
+    assert_same_weights(state, {n: s.net(n).state_dict() for n in s.nets})   # BatchNorm statistics included
+    # the gradient norm scales with the weight
+    s.params['losses']['adversarial'] = 0.02
+    assert loss_balance(s, batch)['adversarial']['grad_norm'] == pytest.approx(2 * bal['adversarial']['grad_norm'], rel=1e-4)
 
 
 # --- resumption ----------------------------------------------------------------------------------------
