@@ -7,7 +7,7 @@ __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVE
            'ImageDataset', 'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'load_dataset']
 
 # %% ../nbs/04_data.ipynb #6e9732b6
-import gzip, hashlib, inspect, json, marshal, os, pickle, shutil, tarfile, time, warnings, zipfile
+import gzip, hashlib, json, os, pickle, shutil, tarfile, time, warnings, zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
+
+from .provenance import function_hash
 
 # %% ../nbs/04_data.ipynb #7aa39e33
 DATASETS = ('digits', 'mnist', 'cifar10', 'celeba', 'flowers102')
@@ -563,7 +565,7 @@ _BUILDERS = {'digits': _build_digits, 'mnist': _build_mnist, 'cifar10': _build_c
              'celeba': _build_celeba, 'flowers102': _build_flowers102}
 
 # %% ../nbs/04_data.ipynb #a58fe31c
-_CACHE_VERSION = 2                               # the cache file's format; code changes are caught by `_code_hash`
+_CACHE_VERSION = 2                               # the cache file's format; code changes are caught by `function_hash`
 
 def _tree_summary(top, skip=()):
     "(files, total bytes, latest mtime in ns) of everything under `top`: sub-folders and linked folders (each once) included, `skip` folders left out."
@@ -585,25 +587,6 @@ def _tree_summary(top, skip=()):
                 else: n += 1; total += st.st_size
                 latest = max(latest, st.st_mtime_ns)  # folders too: a rename changes its folder's time
     return n, total, latest
-
-def _code_hash(fn):
-    "Hash of the source of `fn` and, transitively, of every function and UPPER_CASE constant of this module it names."
-    h, done, todo = hashlib.sha1(), set(), [fn]
-    while todo:
-        f = todo.pop(0)
-        if f in done: continue
-        done.add(f)
-        try: h.update(inspect.getsource(f).encode())
-        except (OSError, TypeError): h.update(marshal.dumps(f.__code__))   # no source file (e.g. exec'd code)
-        names, codes = set(), [f.__code__]
-        while codes:                                # nested functions and lambdas name globals too
-            c = codes.pop(); names.update(c.co_names); codes += [k for k in c.co_consts if inspect.iscode(k)]
-        for k in sorted(names):
-            v = globals().get(k)
-            if inspect.isfunction(v) and v.__module__ == __name__: todo.append(v)
-            elif k.lstrip('_').isupper() and isinstance(v, (int, float, str, tuple, list, dict, set, frozenset)):
-                h.update(f'|{k}={sorted(v) if isinstance(v, (set, frozenset)) else v!r}'.encode())
-    return h.hexdigest()[:10]
 
 def _fingerprint(data_dir, code='', skip=()):
     "Cache key of a data folder: its path, top-level files, whole-tree summary, and the builder's `code` hash."
@@ -653,7 +636,7 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
     data_dir = prepare_dataset(name, root, source, download)
     path = None
     if cache:
-        code = _code_hash(globals()[f'_build_{name}'])
+        code = function_hash(globals()[f'_build_{name}'])
         cache_dir = Path(root) / 'cache'
         key = f'sklearn-{code}' if name == 'digits' else _fingerprint(data_dir, code, skip=[cache_dir])
         path = cache_dir / f"{name}-{split}-{size}px-{'all' if limit is None else limit}-{key}.pt"

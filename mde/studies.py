@@ -6,7 +6,7 @@
 __all__ = ['studies_config', 'run_dir', 'load_run', 'test_set', 'make_scorer', 'score_runs', 'provenance', 'grid_study',
            'balance_rows', 'ablation_study']
 
-# %% ../nbs/14_studies.ipynb #0e4b2b32
+# %% ../nbs/14_studies.ipynb #e972f983
 import json
 import platform
 import time
@@ -20,9 +20,10 @@ from .data import load_dataset
 from .evaluation import (LABELS, evaluate, heatmap, line_plot, parse_scenario, pivot, protocol_info,
                             protocol_notes, sanity_rows, scenario_name, write_table)
 from .inference import load_model
+from .provenance import environment
 from .params import PAPER_WEIGHTS, find_params, load_params, run_names, same_run, side_section
 
-# %% ../nbs/14_studies.ipynb #6a33a936
+# %% ../nbs/14_studies.ipynb #1c98db20
 def studies_config(path='params.yaml'):
     "The `studies:` section of `path`, checked: test seed, number of test images, and each study's runs and tests."
     cfg = side_section('studies', path)
@@ -44,7 +45,7 @@ def studies_config(path='params.yaml'):
         out[study] = {**sec, 'runs': runs, 'tests': tests}
     return out
 
-# %% ../nbs/14_studies.ipynb #a89e2fe2
+# %% ../nbs/14_studies.ipynb #54bbe855
 def run_dir(name, root='outputs/runs'):
     return Path(root) / name
 
@@ -65,7 +66,7 @@ def load_run(name, path='params.yaml', root='outputs/runs', device='cpu', overri
                          f"re-run `dvc repro train@{name}`")
     return model
 
-# %% ../nbs/14_studies.ipynb #b87facd1
+# %% ../nbs/14_studies.ipynb #317c1881
 def test_set(path='params.yaml', n=None, overrides=None):
     "The test split of the configured data set at the configured size (`n` evenly spaced images, or all)."
     d = load_params(path, overrides)['data']
@@ -86,7 +87,7 @@ def make_scorer(images, classifier='outputs/classifier/classifier.pt', seed=0, d
             f"{acc:.3f})" if isinstance(acc, float) else f"in-domain classifier {f}")
     return scorer, what
 
-# %% ../nbs/14_studies.ipynb #699c16fa
+# %% ../nbs/14_studies.ipynb #e9cd110b
 def score_runs(runs, images, tests, seed, scorer=None, path='params.yaml', root='outputs/runs', device='cpu',
                progress=True, overrides=None):
     "Rows (one per model x test) for `runs` {label: run name}, then the sanity rows; and each model's description."
@@ -105,8 +106,6 @@ def score_runs(runs, images, tests, seed, scorer=None, path='params.yaml', root=
 
 def provenance(path, images, seed, tests, models, scorer_what, extra=None):
     "How a study's numbers were made: data, protocol, models (run, step), scorer and substitutes, code and versions."
-    from mde.checkpoint import code_fingerprint
-    from mde.trainer import _git_commit
     runs = [m['run'] for m in models.values()]
     vgg = set()
     for r in runs:
@@ -115,10 +114,9 @@ def provenance(path, images, seed, tests, models, scorer_what, extra=None):
     return {'made': time.strftime('%Y-%m-%d %H:%M:%S'), 'params': str(find_params(path)),
             'protocol': protocol_info(images, seed=seed, scenarios=tests), 'models': models,
             'scorer': scorer_what, 'perceptual_vgg': sorted(v for v in vgg if v),
-            'code': code_fingerprint(), 'git_commit': _git_commit(), 'mde_version': mde.__version__,
-            'torch_version': torch.__version__, 'python': platform.python_version(), **(extra or {})}
+            **environment(), **(extra or {})}
 
-# %% ../nbs/14_studies.ipynb #76d9def9
+# %% ../nbs/14_studies.ipynb #1e4fa539
 def _models_note(models):
     losses = {json.dumps(m['losses'], sort_keys=True) for m in models.values()}
     what = 'completion + reconstruction (L2) only' if all(
@@ -165,7 +163,7 @@ def grid_study(out='outputs/grid', path='params.yaml', root='outputs/runs', clas
     (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
     return rows
 
-# %% ../nbs/14_studies.ipynb #e45374d9
+# %% ../nbs/14_studies.ipynb #0f84c169
 def balance_rows(runs, root='outputs/runs', path='params.yaml'):
     "One row per (model, loss term): weight, weighted value and gradient norm at start and end, and the paper's weight."
     rows = []

@@ -5,14 +5,13 @@
 # %% auto #0
 __all__ = ['train', 'main']
 
-# %% ../nbs/11_trainer.ipynb #d65f60d8
+# %% ../nbs/11_trainer.ipynb #c22e200d
 import argparse
 import copy
 import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,32 +23,16 @@ from tqdm.auto import tqdm
 
 import mde
 from .build import barrier, build, init_distributed, pick_device
-from .checkpoint import code_fingerprint, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .inference import Completer, evaluate, sample_grid, save_model
 from .networks import count_parameters
+from .provenance import code_fingerprint, device_name, git_commit
 from .params import SMOKE, find_params, load_params, same_run, set_param, smoke_params, validate_params
 from .runlog import RunLog, plot_history, read_history, save_history_png
 from .step import BatchSource, loss_balance, make_batch, step_schedulers, train_step
 
-# %% ../nbs/11_trainer.ipynb #3e42d081
-def _git_commit():
-    "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
-    try:
-        run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, timeout=5, cwd=Path(mde.__file__).parent)
-        rev = run('rev-parse', '--verify', '-q', 'HEAD')
-        if rev.returncode: return None
-        dirty = run('status', '--porcelain', '--', '.').stdout.strip()
-        return rev.stdout.strip() + ('+dirty' if dirty else '')
-    except Exception:
-        return None
-
-
-def _device_name(device):
-    if device.type == 'cuda': return f'{device} ({torch.cuda.get_device_name(device)})'
-    return f'{device} ({platform.processor() or platform.machine()})'
-
-
+# %% ../nbs/11_trainer.ipynb #f1d02195
 def _load_data(p, rank):
     d = p['data']
     kw = dict(root=d['root'], img_size=d['img_size'], source=d.get('source'), download=d.get('download', False))
@@ -68,7 +51,7 @@ def _balance(setup, source):
             'grad_norm': "L2 norm over the batch of d(weight * term)/dY, Y = G's output",
             'start': loss_balance(start, batch), 'end': loss_balance(setup, batch)}
 
-# %% ../nbs/11_trainer.ipynb #7eea78b9
+# %% ../nbs/11_trainer.ipynb #a669a2e0
 def train(params, out_dir='outputs/train', resume='auto', progress=None):
     "Train per `params` into `out_dir`; returns the final summary metrics (rank 0) or {} (other ranks)."
     p = validate_params(copy.deepcopy(params))
@@ -142,8 +125,8 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     balance = _balance(setup, source)
     (out / 'loss_balance.json').write_text(json.dumps(balance, indent=2))
     run = {'run': p.get('run'), 'step': step, 'mde_version': mde.__version__, 'torch_version': torch.__version__,
-           'python': platform.python_version(), 'device': _device_name(device),
-           'world_size': world, 'amp_bf16': setup.amp, 'git_commit': _git_commit(),
+           'python': platform.python_version(), 'device': device_name(device),
+           'world_size': world, 'amp_bf16': setup.amp, 'git_commit': git_commit(),
            'code': code_fingerprint(), 'resumed_from_step': start, 'seconds_this_process': round(time.time() - t0, 1),
            'logger': log.backend, 'perceptual_vgg': getattr(setup.perceptual, 'source', None),
            'parameters': {n: count_parameters(setup.net(n)) for n in setup.nets},
@@ -154,7 +137,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     save_history_png(out)
     return log.summary
 
-# %% ../nbs/11_trainer.ipynb #756169a2
+# %% ../nbs/11_trainer.ipynb #17cc4dd4
 def _parse_set(items):
     out = {}
     for item in items or []:
@@ -192,5 +175,5 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/11_trainer.ipynb #eb9380df
+# %% ../nbs/11_trainer.ipynb #a2f2da6d
 if __name__ == '__main__' and '__file__' in globals(): main()  # `python -m mde.trainer`, not a notebook kernel

@@ -278,13 +278,14 @@ def test_tree_summary(tmp_path):
 
 
 def test_code_hash_is_stable_and_follows_helpers(monkeypatch):
-    h = {n: D._code_hash(getattr(D, f'_build_{n}')) for n in DATASETS}
-    assert h == {n: D._code_hash(getattr(D, f'_build_{n}')) for n in DATASETS} and len(set(h.values())) == 5
+    from mde.provenance import function_hash
+    h = {n: function_hash(getattr(D, f'_build_{n}')) for n in DATASETS}
+    assert h == {n: function_hash(getattr(D, f'_build_{n}')) for n in DATASETS} and len(set(h.values())) == 5
     monkeypatch.setattr(D, 'CELEBA_CROP', (40, 25, 128))     # a constant it uses
-    assert D._code_hash(D._build_celeba) != h['celeba'] and D._code_hash(D._build_cifar10) == h['cifar10']
+    assert function_hash(D._build_celeba) != h['celeba'] and function_hash(D._build_cifar10) == h['cifar10']
     monkeypatch.setattr(D, '_resize_grey', lambda x, size: None)                      # a helper it uses
-    assert D._code_hash(D._build_digits) != h['digits'] and D._code_hash(D._build_mnist) != h['mnist']
-    assert D._code_hash(D._build_flowers102) == h['flowers102']
+    assert function_hash(D._build_digits) != h['digits'] and function_hash(D._build_mnist) != h['mnist']
+    assert function_hash(D._build_flowers102) == h['flowers102']
 
 
 def test_digits_key_follows_the_code(tmp_path, monkeypatch):
