@@ -470,7 +470,7 @@ SCORE_DEFAULTS = {
     'kid_subset_size': 100,
     'is_splits': 1,
     'device': 'auto',          # auto | cpu | cuda
-    'threads': None,           # torch intra-op CPU threads; null: torch's default (see the note above)
+    'threads': 1,              # torch intra-op CPU threads during the stage; null: torch's default (see the note above)
 }
 
 def _check_settings(s):
@@ -569,14 +569,6 @@ def _build_classifier(params, out_dir, s, progress, t_start):
     return summary
 
 # %% ../nbs/13_scores.ipynb #cda708d8
-def _parse_set(items):
-    out = {}
-    for item in items or []:
-        if '=' not in item: raise ValueError(f"--set expects key=value, got {item!r}")
-        k, v = item.split('=', 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m mde.scores',
                                  description=f'Train the in-domain scoring classifier ({STANDS_IN_FOR}) from params.yaml.')
@@ -587,8 +579,8 @@ def main(argv=None):
     ap.add_argument('--no-progress', action='store_true', help='no progress bar')
     a = ap.parse_args(argv)
     try:
-        from mde.params import load_params, side_section
-        sets = _parse_set(a.set)
+        from mde.params import load_params, parse_sets, side_section
+        sets = parse_sets(a.set)
         mine = {k[len('scores.'):]: v for k, v in sets.items() if k.startswith('scores.')}
         params = load_params(a.params, {k: v for k, v in sets.items() if not k.startswith('scores.')})
         params['scores'] = side_section('scores', a.params)   # not part of any training run

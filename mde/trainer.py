@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['train', 'main']
 
-# %% ../nbs/11_trainer.ipynb #c22e200d
+# %% ../nbs/11_trainer.ipynb #1b62bff0
 import argparse
 import copy
 import json
@@ -28,11 +28,11 @@ from .data import load_dataset
 from .inference import Completer, evaluate, sample_grid, save_model
 from .networks import count_parameters
 from .provenance import code_fingerprint, device_name, git_commit
-from .params import SMOKE, find_params, load_params, same_run, set_param, smoke_params, validate_params
+from .params import SMOKE, find_params, parse_sets, load_params, same_run, set_param, smoke_params, validate_params
 from .runlog import RunLog, plot_history, read_history, save_history_png
 from .step import BatchSource, loss_balance, make_batch, step_schedulers, train_step
 
-# %% ../nbs/11_trainer.ipynb #f1d02195
+# %% ../nbs/11_trainer.ipynb #86996e8b
 def _load_data(p, rank):
     d = p['data']
     kw = dict(root=d['root'], img_size=d['img_size'], source=d.get('source'), download=d.get('download', False))
@@ -51,7 +51,7 @@ def _balance(setup, source):
             'grad_norm': "L2 norm over the batch of d(weight * term)/dY, Y = G's output",
             'start': loss_balance(start, batch), 'end': loss_balance(setup, batch)}
 
-# %% ../nbs/11_trainer.ipynb #a669a2e0
+# %% ../nbs/11_trainer.ipynb #bd537319
 def train(params, out_dir='outputs/train', resume='auto', progress=None):
     "Train per `params` into `out_dir`; returns the final summary metrics (rank 0) or {} (other ranks)."
     p = validate_params(copy.deepcopy(params))
@@ -137,16 +137,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     save_history_png(out)
     return log.summary
 
-# %% ../nbs/11_trainer.ipynb #17cc4dd4
-def _parse_set(items):
-    out = {}
-    for item in items or []:
-        if '=' not in item: raise ValueError(f"--set expects key=value, got {item!r}")
-        k, v = item.split('=', 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
+# %% ../nbs/11_trainer.ipynb #9c259d64
 def main(argv=None):
     ap = argparse.ArgumentParser(prog='mde-train', description='Train an MDE or a Context Encoder from params.yaml.')
     ap.add_argument('--params', default='params.yaml', help='parameters file (default: params.yaml)')
@@ -159,7 +150,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = a.out or (f'outputs/runs/{a.run}' if a.run else 'outputs/train')
     try:
-        params = load_params(a.params, _parse_set(a.set), run=a.run)
+        params = load_params(a.params, parse_sets(a.set), run=a.run)
         if a.prepare_only:
             for ds in _load_data(params, 0):
                 i = ds.info
@@ -175,5 +166,5 @@ def main(argv=None):
     if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/11_trainer.ipynb #a2f2da6d
+# %% ../nbs/11_trainer.ipynb #c07b7aa5
 if __name__ == '__main__' and '__file__' in globals(): main()  # `python -m mde.trainer`, not a notebook kernel
