@@ -318,4 +318,5 @@ d = { 'settings': { 'branch': 'main',
             'mde.trainer': { 'mde.trainer._balance': ('trainer.html#_balance', 'mde/trainer.py'),
                              'mde.trainer._load_data': ('trainer.html#_load_data', 'mde/trainer.py'),
                              'mde.trainer.main': ('trainer.html#main', 'mde/trainer.py'),
+                             'mde.trainer.prepare_data': ('trainer.html#prepare_data', 'mde/trainer.py'),
                              'mde.trainer.train': ('trainer.html#train', 'mde/trainer.py')}}}
