@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 with warnings.catch_warnings():          # tqdm.auto in a kernel without ipywidgets: text bars, no warning
     warnings.filterwarnings('ignore', message='IProgress not found')
     from tqdm.auto import tqdm

@@ -6,15 +6,14 @@
 __all__ = ['seed_of', 'BatchSource', 'run_masks', 'mask_generator', 'make_batch', 'generator_terms', 'train_step',
            'step_schedulers', 'loss_balance']
 
-# %% ../nbs/07_step.ipynb #6f310840
-import math
+# %% ../nbs/07_step.ipynb #1397f301
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
-from .losses import (completion_loss, d_adv_loss, g_adv_loss, hns_alt_loss, hns_coord_loss, hns_hide_loss,
-                        hns_seek_loss, reconstruction_loss)
+from .losses import (completion_loss, g_adv_loss, hns_alt_loss, hns_coord_loss, hns_hide_loss, hns_seek_loss,
+                        reconstruction_loss)
 from .masks import normalize_boxes, sample_masks
 from .networks import ContextEncoder
 

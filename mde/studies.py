@@ -6,15 +6,13 @@
 __all__ = ['studies_config', 'run_dir', 'load_run', 'test_set', 'make_scorer', 'score_runs', 'provenance', 'run_study',
            'grid_study', 'balance_rows', 'ablation_study']
 
-# %% ../nbs/14_studies.ipynb #f45fa618
+# %% ../nbs/14_studies.ipynb #68c50e4a
 import json
 import time
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-import mde
 from .data import load_dataset
 from .evaluation import (LABELS, evaluate, heatmap, line_plot, parse_scenario, pivot, protocol_info,
                             protocol_notes, sanity_rows, scenario_name, write_table)

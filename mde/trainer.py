@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['prepare_data', 'train', 'main']
 
-# %% ../nbs/11_trainer.ipynb #5a0b8984
+# %% ../nbs/11_trainer.ipynb #f38ea563
 import argparse
 import copy
 import json
@@ -28,8 +28,8 @@ from .data import load_dataset
 from .inference import Completer, evaluate, sample_grid, save_model
 from .networks import count_parameters
 from .provenance import code_fingerprint, device_name, git_commit
-from .params import SMOKE, find_params, parse_sets, load_params, same_run, set_param, smoke_params, validate_params
-from .runlog import RunLog, plot_history, read_history, save_history_png
+from .params import load_params, parse_sets, same_run, validate_params
+from .runlog import RunLog, save_history_png
 from .step import BatchSource, loss_balance, make_batch, step_schedulers, train_step
 
 # %% ../nbs/11_trainer.ipynb #c5b90b01
