@@ -84,7 +84,7 @@ def make_scorer(images, classifier='outputs/classifier/classifier.pt', seed=0, d
             f"{acc:.3f})" if isinstance(acc, float) else f"in-domain classifier {f}")
     return scorer, what
 
-# %% ../nbs/14_studies.ipynb #5804b2d3
+# %% ../nbs/14_studies.ipynb #2ca1fb47
 def score_runs(runs, images, tests, seed, scorer=None, path='params.yaml', root='outputs/runs', device='cpu',
                progress=True, overrides=None):
     "Rows (one per model x test) for `runs` {label: run name}, then the sanity rows; and each model's description."
@@ -103,10 +103,9 @@ def score_runs(runs, images, tests, seed, scorer=None, path='params.yaml', root=
 
 def provenance(path, images, seed, tests, models, scorer_what, extra=None):
     "How a study's numbers were made: data, protocol, models (run, step), scorer and substitutes, code and versions."
-    runs = [m['run'] for m in models.values()]
     vgg = set()
-    for r in runs:
-        f = run_dir(r) / 'run.json'
+    for m in models.values():
+        f = Path(m['file']).parent / 'run.json'
         if f.is_file(): vgg.add(json.loads(f.read_text()).get('perceptual_vgg'))
     return {'made': time.strftime('%Y-%m-%d %H:%M:%S'), 'params': str(find_params(path)),
             'protocol': protocol_info(images, seed=seed, scenarios=tests), 'models': models,
