@@ -7,9 +7,11 @@ __all__ = ['init_distributed', 'pick_device', 'barrier', 'model_signature', 'bui
 
 # %% ../nbs/06_build.ipynb #f97b1a96
 import os
+import random
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -91,6 +93,7 @@ class Setup:
 def build(p, device=torch.device('cpu'), rank=0, world=1):
     "Models, optimizers, LR schedulers and loss modules for parameters `p`, on `device`."
     torch.manual_seed(p['seed'])  # same initial weights on every rank and every run
+    random.seed(p['seed']); np.random.seed(p['seed'] % 2**32)  # unused by mde, but saved in checkpoints: same bytes
     t = p['train']
     nets = build_networks(p)
     for name, net in nets.items():

@@ -6,7 +6,7 @@
 __all__ = ['CKPT_KIND', 'CKPT_FORMAT', 'state_digest', 'CheckpointWriteError', 'previous_path', 'save_checkpoint',
            'read_checkpoint', 'find_checkpoint', 'load_checkpoint']
 
-# %% ../nbs/09_checkpoint.ipynb #85b49c59
+# %% ../nbs/09_checkpoint.ipynb #596f71fc
 import errno
 import hashlib
 import os
@@ -18,10 +18,10 @@ import torch
 
 import mde
 from .build import model_signature
-from .inference import safe_load
+from .files import safe_load, write_synced
 from .provenance import code_fingerprint
 
-# %% ../nbs/09_checkpoint.ipynb #07bb74db
+# %% ../nbs/09_checkpoint.ipynb #b98bd3b6
 def _rng_state():
     "Every generator's state as tensors and numbers (loadable with weights_only=True)."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -42,7 +42,7 @@ def _set_rng_state(st):
     random.setstate((p['version'], tuple(p['words'].tolist()), p['gauss']))
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-# %% ../nbs/09_checkpoint.ipynb #2d2ae5c0
+# %% ../nbs/09_checkpoint.ipynb #30a5f4ee
 def state_digest(obj):
     "SHA-256 (hex) of a nested state of dicts, lists, tensors and plain values."
     h = hashlib.sha256()
@@ -61,7 +61,7 @@ def state_digest(obj):
     walk(obj)
     return h.hexdigest()
 
-# %% ../nbs/09_checkpoint.ipynb #124a2f1c
+# %% ../nbs/09_checkpoint.ipynb #270dc01a
 CKPT_KIND, CKPT_FORMAT = 'mde-checkpoint', 2
 
 
@@ -75,12 +75,7 @@ def previous_path(path):
     return path.with_name(f'{path.stem}.prev{path.suffix}')
 
 
-def _write(obj, path):
-    "torch.save to `path`, flushed to the disk before returning (a rename after it is then safe)."
-    with open(path, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+_write = write_synced    # the file write, on its own so that tests can make it fail or die half-way
 
 
 def save_checkpoint(setup, step, path, log_state=None, keep_previous=True):

@@ -7,7 +7,8 @@ __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVE
            'ImageDataset', 'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'load_dataset']
 
 # %% ../nbs/04_data.ipynb #6e9732b6
-import gzip, hashlib, json, os, pickle, shutil, tarfile, time, warnings, zipfile
+import gzip, hashlib, http.client, json, os, pickle, shutil, stat, tarfile, time, warnings, zipfile, zlib
+import urllib.error, urllib.parse, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from .files import atomic_save
 from .provenance import function_hash
 
 # %% ../nbs/04_data.ipynb #7aa39e33
@@ -270,7 +272,7 @@ def _verify(archive):
         for line in sums.read_text().splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[1].lstrip('*') == archive.name:
-                if _file_hash(archive, 'sha256') != parts[0]:
+                if _file_hash(archive, 'sha256') != parts[0].lower():
                     raise ValueError(f"{archive} does not match its SHA-256 in {sums}: corrupt or incomplete copy")
                 return 'sha256'
     if archive.name in _MD5:
@@ -280,34 +282,77 @@ def _verify(archive):
         return 'md5'
     return 'unchecked'
 
+def _member_parts(archive, name):
+    "The path parts of archive member `name`; absolute, drive-letter or `..` paths raise (never written)."
+    p = name.replace('\\', '/')
+    parts = tuple(s for s in p.split('/') if s not in ('', '.'))
+    if p.startswith('/') or (len(p) > 1 and p[1] == ':') or '..' in parts:
+        raise ValueError(f"{archive} holds an unsafe path {name!r}; refusing to extract it")
+    return parts
+
+def _refuse_special(archive, name, kind, link=None):
+    to = f' -> {link!r}' if link else ''
+    raise ValueError(f"{archive} holds {kind} {name!r}{to}; only regular files and folders are extracted: "
+                     "refusing to extract it")
+
 def _untar(archive, dest):
-    "Stream a tar archive into `dest`: regular files and folders only, refusing absolute or `..` paths."
+    "Stream a tar archive into `dest`: regular files and folders only; unsafe paths, links and device files are refused."
     made = set()
     with tarfile.open(archive) as t:
         for m in t:
-            parts = Path(m.name).parts
-            if Path(m.name).is_absolute() or m.name.startswith(('/', '\\')) or '..' in parts:
-                raise ValueError(f"{archive} holds an unsafe path {m.name!r}; refusing to extract it")
+            parts = _member_parts(archive, m.name)
+            if not (m.isdir() or m.isfile()):
+                kind = 'a symbolic link' if m.issym() else 'a hard link' if m.islnk() else 'a device or fifo'
+                _refuse_special(archive, m.name, kind, m.linkname if m.issym() or m.islnk() else None)
             if not parts: continue                     # the archive's own top folder '.'
             target = dest.joinpath(*parts)
             if m.isdir(): target.mkdir(parents=True, exist_ok=True)
-            elif m.isfile():
+            else:
                 if target.parent not in made: target.parent.mkdir(parents=True, exist_ok=True); made.add(target.parent)
                 with t.extractfile(m) as fin, open(target, 'wb') as fout: shutil.copyfileobj(fin, fout)
 
-def _extract(name, archive, dest):
-    "Extract (or copy) `archive` into `dest`, through a temporary folder; official loose files beside it come too."
-    _verify(archive)
-    dest.mkdir(parents=True, exist_ok=True)
+def _unzip(archive, dest):
+    "Stream a zip archive into `dest`, with the same rules as `_untar` (a symbolic link is refused too)."
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            parts = _member_parts(archive, info.filename)
+            kind = stat.S_IFMT(info.external_attr >> 16)       # 0 for archives made without Unix modes
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+                _refuse_special(archive, info.filename, 'a symbolic link' if kind == stat.S_IFLNK else 'a device or fifo')
+            if not parts: continue
+            target = dest.joinpath(*parts)
+            if info.is_dir(): target.mkdir(parents=True, exist_ok=True); continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as fin, open(target, 'wb') as fout: shutil.copyfileobj(fin, fout)
+
+def _check_npz(archive):
+    "An .npz must be a sound zip (every member's CRC checked) holding MNIST's four arrays."
+    with zipfile.ZipFile(archive) as z:
+        bad, names = z.testzip(), set(z.namelist())
+    if bad is not None: raise zipfile.BadZipFile(f"member {bad} fails its CRC check")
+    missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if f'{k}.npy' not in names]
+    if missing: raise ValueError(f"{archive} lacks the arrays {missing} ({_EXPECTED['mnist']})")
+
+# what a damaged archive raises inside tarfile / zipfile / gzip / zlib: reported as one ValueError naming the file
+_BAD_ARCHIVE = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
+
+def _extract(name, archive, dest, check=True):
+    """Extract (or copy) `archive` into `dest` through a temporary folder (official loose files beside it come too);
+    `dest` is touched only once everything is out, so a failure leaves nothing behind. `check`: verify it first."""
+    if check: _verify(archive)
     tmp = dest.parent / f'.{dest.name}.partial'
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     try:
-        if archive.name.endswith('.npz'): shutil.copy2(archive, tmp / 'mnist.npz')
-        elif archive.name.endswith('.zip'):
-            with zipfile.ZipFile(archive) as z: z.extractall(tmp)
-        else: _untar(archive, tmp)
+        try:
+            if archive.name.endswith('.npz'): _check_npz(archive); shutil.copy2(archive, tmp / 'mnist.npz')
+            elif archive.name.endswith('.zip'): _unzip(archive, tmp)
+            else: _untar(archive, tmp)
+        except _BAD_ARCHIVE as e:
+            raise ValueError(f"{archive} is not a readable archive ({type(e).__name__}: {e}): a truncated or damaged "
+                             f"copy. Nothing was extracted; delete it and fetch it again") from e
         for f in _LOOSE.get(name, ()):
             if (archive.parent / f).is_file(): shutil.copy2(archive.parent / f, tmp / f)
+        dest.mkdir(parents=True, exist_ok=True)
         for entry in tmp.iterdir():
             target = dest / entry.name
             if target.is_dir(): shutil.rmtree(target)
@@ -324,6 +369,18 @@ _MANUAL = {
               'and the Anno/ and Eval/ text files)',
     'flowers102': 'https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, setid.mat)',
 }
+_MIRROR_SCHEMES = ('http://', 'https://', 'file://')
+_TIMEOUT = 60                                    # seconds a mirror may stay silent before a download fails
+_BAR_BYTES = 1 << 24                             # files from 16 MB on get a progress bar
+
+def _check_download(download):
+    "`download` as False, True or a mirror folder URL ending in '/'; anything else is a ValueError."
+    if download is None or isinstance(download, (bool, np.bool_)): return bool(download)
+    if (isinstance(download, str) and download.lower().startswith(_MIRROR_SCHEMES)
+            and download.split('://', 1)[1].strip('/')):
+        return download if download.endswith('/') else download + '/'
+    raise ValueError(f"download must be False, True (torchvision's official downloaders) or a mirror URL: an "
+                     f"http://, https:// or file:// folder holding the archives, got {download!r}")
 
 def _download(name, dest):
     "Fetch the official files of `name` into `dest` with torchvision's (checksummed) downloaders."
@@ -342,12 +399,91 @@ def _download(name, dest):
                            f"Get the files by hand from {_MANUAL[name]}, then pass source=<that folder> "
                            f"(expected: {_EXPECTED[name]}).") from e
 
+class _Absent(Exception): "The mirror does not have this file (HTTP 404 / 410, or no such file behind a file:// URL)."
+
+def _truncated(url, got, total):
+    of = f' of {total:,}' if total is not None else ''
+    return f"download of {url} truncated: got {got:,}{of} bytes (the connection ended early); nothing was kept: retry"
+
+def _fetch(url, path):
+    "Stream `url` into `path` through `path.part`, checking its length against Content-Length; no file is left on error."
+    part = path.with_name(path.name + '.part')
+    got, total = 0, None
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT) as r:
+                n = (r.headers.get('Content-Length') or '').strip()
+                total = int(n) if n.isdigit() else None
+                with open(part, 'wb') as f, tqdm(total=total, unit='B', unit_scale=True, desc=path.name, leave=False,
+                                                 disable=total is None or total < _BAR_BYTES) as bar:
+                    while block := r.read(1 << 20):
+                        f.write(block); got += len(block); bar.update(len(block))
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 410): raise _Absent(f'HTTP {e.code}') from None
+            raise RuntimeError(f"downloading {url} failed: HTTP {e.code} {e.reason}; retry later, or check the mirror") from e
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, FileNotFoundError): raise _Absent('no such file') from None
+            raise RuntimeError(f"downloading {url} failed ({e.reason}); check the URL and retry") from e
+        except http.client.IncompleteRead as e:                      # a chunked or cut-short body
+            got += len(e.partial)
+            raise RuntimeError(_truncated(url, got, got + e.expected if e.expected else None)) from None
+        except (OSError, http.client.HTTPException) as e:           # timeout, reset connection, disk full...
+            raise RuntimeError(f"downloading {url} failed after {got:,} bytes ({type(e).__name__}: {e}); "
+                               "nothing was kept: retry") from e
+        if total is not None and got != total: raise RuntimeError(_truncated(url, got, total))
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+def _download_mirror(name, url, dest):
+    "Fetch the first of `ARCHIVES[name]` that mirror `url` serves (with its SHA256SUMS and loose files), check it, extract it into `dest`."
+    created, dl = not dest.exists(), dest / '.download'
+    shutil.rmtree(dl, ignore_errors=True); dl.mkdir(parents=True)
+    try:
+        try: _fetch(url + 'SHA256SUMS', dl / 'SHA256SUMS')
+        except _Absent: pass
+        tried = []
+        for archive in ARCHIVES[name]:
+            try: _fetch(url + urllib.parse.quote(archive), dl / archive); break
+            except _Absent as e: tried.append(f'{url}{archive} ({e})')
+        else:
+            raise FileNotFoundError(f"the mirror {url} has no archive of {name!r}; tried:\n  " + '\n  '.join(tried) +
+                                    f"\nA mirror is a folder holding one of {', '.join(ARCHIVES[name])} (and optionally "
+                                    "a SHA256SUMS file beside it), like a `source` folder.")
+        absent = []
+        for f in _LOOSE.get(name, ()):
+            try: _fetch(url + urllib.parse.quote(f), dl / f)
+            except _Absent: absent.append(f)
+        for f in [archive, *(f for f in _LOOSE.get(name, ()) if f not in absent)]:
+            try: how = _verify(dl / f)
+            except ValueError as e:
+                what = f"the SHA-256 listed in {url}SHA256SUMS" if 'SHA-256' in str(e) else f"the official MD5 {_MD5.get(f)}"
+                raise ValueError(f"checksum mismatch for {url}{f}: it does not match {what} (a corrupt or incomplete "
+                                 "copy). The downloaded file was deleted; retry, or fix the mirror's file or its "
+                                 "SHA256SUMS") from None
+            if how == 'unchecked' and f == archive:
+                warnings.warn(f"{url}{f}: no checksum known (the mirror's SHA256SUMS does not list it and it is not an "
+                              "official file name), only its length was checked", stacklevel=4)
+        _extract(name, dl / archive, dest, check=False)
+        found = _find_official(name, dest)
+        if found is None:
+            raise ValueError(f"{url}{archive} was extracted into {dest} but does not hold the expected files: "
+                             f"{_EXPECTED[name]}" + (f" (the mirror has none of {', '.join(absent)})" if absent else ''))
+        return found
+    except BaseException:
+        if created: shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(dl, ignore_errors=True)
+
 def _missing_message(name, dest, source):
     lines = [f"no {name!r} data found.",
              f"Expected under {dest} (or in `source`): {_EXPECTED[name]}.",
-             "Provide them in one of two ways:",
+             "Provide them in one of three ways:",
              f"  1. download=True: torchvision fetches the official files ({_MANUAL[name]}), checksummed, into {dest};",
-             f"  2. source=FOLDER: a folder holding these official files (used in place), or one of the archives "
+             f"  2. download='https://your.mirror/folder/' (or an http:// or file:// URL): a mirror folder holding one of "
+             f"{', '.join(ARCHIVES[name])} (and optionally SHA256SUMS), fetched, checked and extracted into {dest};",
+             f"  3. source=FOLDER: a folder holding these official files (used in place), or one of the archives "
              f"{', '.join(ARCHIVES[name])} (the layout of ../shared/data, see its README.md), extracted once into {dest}."]
     if source is not None: lines.append(f"Searched source={source}: neither the official files nor an archive found.")
     shared = shared_data_dir()
@@ -362,8 +498,10 @@ def _digits_dir():
     return Path(sklearn.datasets.__file__).parent / 'data'
 
 def prepare_dataset(name, root='data', source=None, download=False) -> Path:
-    "Make the official files of `name` available (see above); returns the folder that holds them."
+    """Make the official files of `name` available (see above); returns the folder that holds them. `download`:
+    False (never fetch), True (torchvision's official downloaders) or a mirror folder URL (http://, https://, file://)."""
     _check_name(name)
+    how = _check_download(download)
     if name == 'digits': return _digits_dir()        # bundled with scikit-learn: nothing to fetch
     dest = Path(root) / 'raw' / name
     found = _find_official(name, source) or _find_official(name, dest)
@@ -377,7 +515,8 @@ def prepare_dataset(name, root='data', source=None, download=False) -> Path:
         if found is None:
             raise ValueError(f"{archive} was extracted into {dest} but does not hold the expected files: {_EXPECTED[name]}")
         return found
-    if download:
+    if isinstance(how, str): return _download_mirror(name, how, dest)
+    if how:
         _download(name, dest)
         found = _find_official(name, dest)
         if found is not None: return found
@@ -628,9 +767,17 @@ def _report(info):
     odd = _odd_message(info)
     if odd: warnings.warn(odd, stacklevel=3)
 
+def _no_images(name, split, data_dir, info):
+    bad = info.get('corrupt', [])
+    why = (f"all {len(bad)} image file(s) of the split are unreadable or empty: {_names(bad, len(bad))}" if bad
+           else "the split holds no image file")
+    return f"{name}/{split}: no usable image in {data_dir} ({why}); nothing to train or evaluate on"
+
 def load_dataset(name, split='train', root='data', img_size=None, source=None, download=False, limit=None,
                  cache=True) -> ImageDataset:
-    "Load split `split` of data set `name` as an `ImageDataset` of `img_size` x `img_size` RGB images (cached)."
+    """Load split `split` of data set `name` as an `ImageDataset` of `img_size` x `img_size` RGB images (cached).
+    `source`: a folder with the official files or archives; `download`: False (never fetch), True (torchvision's
+    official downloaders) or a mirror folder URL (http://, https://, file://) holding the archives of `ARCHIVES`."""
     _check_name(name); _check_split(name, split)
     size, limit = _img_size(name, img_size), _check_limit(limit)
     data_dir = prepare_dataset(name, root, source, download)
@@ -651,6 +798,7 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
     if out is None:
         t0 = time.time()
         out = _BUILDERS[name](data_dir, split, size, limit)
+        if len(out['images']) == 0: raise ValueError(_no_images(name, split, data_dir, out['info']))
         info = {'name': name, 'split': split, 'img_size': size, 'limit': limit, 'n': len(out['images']),
                 'source': str(data_dir), 'cache': str(path) if path else None, 'missing': [], 'corrupt': [],
                 'converted': [], 'n_converted': 0, 'resized': [], 'n_resized': 0, 'native_size': None,
@@ -658,9 +806,7 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
         info.update(n_corrupt=len(info['corrupt']), build_seconds=round(time.time() - t0, 3), from_cache=False)
         out['info'] = info
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-            torch.save({**out, 'info': json.dumps(info)}, tmp)
-            os.replace(tmp, path)
+            # the decoded images and what was found, not how long it took: same files, same cache bytes
+            atomic_save({**out, 'info': json.dumps({k: v for k, v in info.items() if k != 'build_seconds'})}, path)
     _report(out['info'])
     return ImageDataset(out['images'], out['labels'], out['extras'], out['info'])

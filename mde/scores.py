@@ -20,6 +20,7 @@ with warnings.catch_warnings():          # tqdm.auto in a kernel without ipywidg
     from tqdm.auto import tqdm
 
 from .data import ImageDataset, load_dataset
+from .files import atomic_save
 from .metrics import inception_score
 
 # %% ../nbs/13_scores.ipynb #f16eb7cf
@@ -230,10 +231,7 @@ def save_classifier(model, info, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {'kind': CLASSIFIER_KIND, 'format': CLASSIFIER_FORMAT, 'config': dict(model.config),
             'state_dict': {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, 'info': _plain(info or {})}
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(blob, path)
 
 def load_classifier(path, device='cpu'):
     "Read a file written by `save_classifier`: (model in eval mode on `device`, info)."
@@ -553,19 +551,22 @@ def _build_classifier(params, out_dir, s, progress, t_start):
                'label_kind': info['label_kind'], 'n_classes': info['n_classes'],
                'accuracy': info['accuracy'], 'baseline_accuracy': info['held_out']['baseline'],
                'accuracy_on': held_desc, 'n_train': info['n_train'], 'n_held_out': info['held_out']['n'],
-               'n_test': len(test_ds), 'steps': s['steps'], 'seconds_training': info['seconds'], 'seed': s['seed'],
+               'n_test': len(test_ds), 'steps': s['steps'], 'seed': s['seed'],
                'num_features': info['num_features'], 'torch': torch.__version__, 'device': str(device),
                'reference': {'is_real_test': scorer.real_is, 'fid_test_halves': halves.get('fid'),
                              'kid_test_halves': halves.get('kid'), 'n_half': half},
                'scorer_backend': scorer.backend, 'threads': torch.get_num_threads(), 'settings': s,
                'python': platform.python_version()}
     out = Path(out_dir)
-    save_classifier(model, {**info, 'summary': summary}, out / 'classifier.pt')
-    summary['seconds'] = round(time.time() - t_start, 3)
+    # the same settings and data give the same bytes: timings go to timing.json, which DVC does not track
+    saved = {k: v for k, v in info.items() if k != 'seconds'}
+    save_classifier(model, {**saved, 'summary': summary}, out / 'classifier.pt')
     tmp = out / '.classifier.json.tmp'
     tmp.write_text(json.dumps(_plain(summary), indent=1) + '\n')
     os.replace(tmp, out / 'classifier.json')
-    return summary
+    timing = {'seconds_training': info['seconds'], 'seconds': round(time.time() - t_start, 3)}
+    (out / 'timing.json').write_text(json.dumps(timing, indent=1) + '\n')
+    return {**summary, **timing}
 
 # %% ../nbs/13_scores.ipynb #cda708d8
 def main(argv=None):

@@ -107,7 +107,7 @@ def provenance(path, images, seed, tests, models, scorer_what, extra=None):
     for m in models.values():
         f = Path(m['file']).parent / 'run.json'
         if f.is_file(): vgg.add(json.loads(f.read_text()).get('perceptual_vgg'))
-    return {'made': time.strftime('%Y-%m-%d %H:%M:%S'), 'params': str(find_params(path)),
+    return {'params': str(find_params(path)),
             'protocol': protocol_info(images, seed=seed, scenarios=tests), 'models': models,
             'scorer': scorer_what, 'perceptual_vgg': sorted(v for v in vgg if v),
             **environment(), **(extra or {})}

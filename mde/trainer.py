@@ -158,11 +158,14 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     run = {'run': p.get('run'), 'step': step, 'mde_version': mde.__version__, 'torch_version': torch.__version__,
            'python': platform.python_version(), 'device': device_name(device),
            'world_size': world, 'amp_bf16': setup.amp, 'git_commit': git_commit(),
-           'code': code_fingerprint(), 'resumed_from_step': start, 'seconds_this_process': round(time.time() - t0, 1),
+           'code': code_fingerprint(), 'resumed_from_step': start,
            'logger': log.backend, 'perceptual_vgg': getattr(setup.perceptual, 'source', None),
            'parameters': {n: count_parameters(setup.net(n)) for n in setup.nets},
            'train_data': train_ds.info, 'eval_data': eval_ds.info}
     (out / 'run.json').write_text(json.dumps(run, indent=2, default=str))
+    # the same run gives the same bytes in every output DVC tracks; how long it took goes beside them, untracked
+    (out / 'timing.json').write_text(json.dumps({'seconds_this_process': round(time.time() - t0, 1),
+                                                 'updates_this_process': step - start}, indent=2))
     log.write_summary()
     log.close()
     save_history_png(out)

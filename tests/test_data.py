@@ -1,5 +1,5 @@
 "Tests of mde.data: the digits default always; fake folders for every layout; the shared real data when present."
-import gzip, hashlib, io, os, pickle, shutil, tarfile, tempfile, time, warnings
+import gzip, hashlib, http.server, io, os, pickle, shutil, tarfile, tempfile, threading, time, warnings, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -478,6 +478,323 @@ def test_celeba_without_partition_and_landmarks(tmp_path):
     assert 'landmarks' not in ds[0] and 'landmarks' in ' '.join(ds.info['missing'])
     train, _ = _quiet_load('celeba', 'train', root=tmp_path / 'root', source=src, limit=2)
     assert len(train) == 2 and train.info['n_available'] == 4
+
+
+# ---------------------------------------------------------------- download from a mirror (a loopback HTTP server)
+
+class _Mirror:
+    """A loopback HTTP server over `folder` that can misbehave: `faults[file name]` is 'truncate' (half the body
+    with the full Content-Length), 'hang' (headers, then silence) or an HTTP status code to answer with."""
+    def __init__(self, folder):
+        self.folder, self.faults, self.requests, self.release = Path(folder), {}, [], threading.Event()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args): pass
+
+            def do_GET(self):
+                name = self.path.lstrip('/')
+                mirror.requests.append(name)
+                fault, f = mirror.faults.get(name), mirror.folder / name
+                if isinstance(fault, int): return self.send_error(fault)
+                if not f.is_file(): return self.send_error(404)
+                data = f.read_bytes()
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                if fault == 'hang': mirror.release.wait(10); return
+                self.wfile.write(data[:len(data) // 2] if fault == 'truncate' else data)
+                self.close_connection = True
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f'http://127.0.0.1:{self.server.server_port}/'
+
+    def put(self, name, data, listed=True, digest=None):
+        "Serve `data` as `name`; `listed`: with its SHA-256 (or `digest`) in SHA256SUMS."
+        (self.folder / name).write_bytes(data)
+        sums = self.folder / 'SHA256SUMS'
+        lines = [l for l in (sums.read_text().splitlines() if sums.is_file() else []) if not l.endswith(f'  {name}')]
+        if listed: lines.append(f"{digest or hashlib.sha256(data).hexdigest()}  {name}")
+        sums.write_text(''.join(l + '\n' for l in lines))
+
+    def close(self):
+        self.release.set(); self.server.shutdown(); self.server.server_close()
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    m = _Mirror(tmp_path / 'mirror')
+    yield m
+    m.close()
+
+
+def _tgz_bytes(members):
+    "A .tar.gz in memory from (name, bytes) regular-file members, or ready TarInfo members (data None)."
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w:gz') as t:
+        for name, data in members:
+            if isinstance(name, tarfile.TarInfo): t.addfile(name); continue
+            info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _cifar_python_tgz(tmp_path, n=4):
+    "A tiny `cifar-10-python.tar.gz` (the official python batches, n images each) and the batches written."
+    data = _cifar_batches(tmp_path / 'batches' / 'cifar-10-batches-py', n)
+    folder = tmp_path / 'batches' / 'cifar-10-batches-py'
+    return _tgz_bytes([(f'cifar-10-batches-py/{f.name}', f.read_bytes()) for f in sorted(folder.iterdir())]), data
+
+
+def _nothing_left(root, name):
+    "No data folder, no temporary extraction folder, no .part file anywhere under `root`."
+    assert not (root / 'raw' / name).exists(), sorted(map(str, (root / 'raw' / name).rglob('*')))
+    assert not list(root.rglob('*.part')) and not list(root.rglob('.*partial'))
+
+
+def test_mirror_download_cifar_python_batches(tmp_path, mirror):
+    tgz, made = _cifar_python_tgz(tmp_path)
+    mirror.put('cifar-10-python.tar.gz', tgz)
+    root = tmp_path / 'root'
+    ds = load_dataset('cifar10', 'train', root=root, download=mirror.url)
+    assert len(ds) == 20 and ds.images.shape == (20, 3, 32, 32)
+    expect = np.concatenate([made[f'data_batch_{i}']['data'] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    assert torch.equal(ds.images, torch.from_numpy(expect))
+    # the shared copy's name is tried first (404 is fine), the SHA256SUMS beside it is read
+    assert mirror.requests == ['SHA256SUMS', 'cifar10-jpg.tar.gz', 'cifar-10-python.tar.gz']
+    where = root / 'raw' / 'cifar10'
+    assert ds.info['source'] == str(where / 'cifar-10-batches-py')
+    assert sorted(os.listdir(where)) == ['cifar-10-batches-py']               # no archive, no .download left
+    n = len(mirror.requests)
+    test = load_dataset('cifar10', 'test', root=root, download=mirror.url)   # extracted once: no new request
+    assert len(test) == 4 and len(mirror.requests) == n
+
+
+def test_mirror_url_forms_and_bad_values(tmp_path, mirror):
+    tgz, _ = _cifar_python_tgz(tmp_path, n=2)
+    mirror.put('cifar-10-python.tar.gz', tgz)
+    no_slash = mirror.url.rstrip('/')
+    assert len(load_dataset('cifar10', root=tmp_path / 'a', download=no_slash)) == 10
+    local = tmp_path / 'local mirror'; local.mkdir()                              # file:// (a space in the path)
+    shutil.copy(mirror.folder / 'cifar-10-python.tar.gz', local)
+    shutil.copy(mirror.folder / 'SHA256SUMS', local)
+    assert len(load_dataset('cifar10', root=tmp_path / 'b', download=local.as_uri())) == 10
+    for bad in ('yes', 'ftp://host/data/', 'http://', str(local), 3):
+        with pytest.raises(ValueError, match='mirror URL'): load_dataset('cifar10', root=tmp_path / 'c', download=bad)
+    with pytest.raises(ValueError, match='mirror URL'): prepare_dataset('digits', download='nope')
+
+
+def test_mirror_truncated_download_then_retry(tmp_path, mirror):
+    tgz, _ = _cifar_python_tgz(tmp_path)
+    mirror.put('cifar-10-python.tar.gz', tgz)
+    mirror.faults['cifar-10-python.tar.gz'] = 'truncate'
+    root = tmp_path / 'root'
+    with pytest.raises(RuntimeError) as e: load_dataset('cifar10', root=root, download=mirror.url)
+    msg = str(e.value)
+    assert 'truncated' in msg and 'retry' in msg and f'{mirror.url}cifar-10-python.tar.gz' in msg
+    assert f'got {len(tgz) // 2:,} of {len(tgz):,} bytes' in msg
+    _nothing_left(root, 'cifar10')
+    del mirror.faults['cifar-10-python.tar.gz']                              # the mirror recovers: a retry works
+    assert len(load_dataset('cifar10', root=root, download=mirror.url)) == 20
+
+
+def test_mirror_server_error_and_timeout(tmp_path, mirror, monkeypatch):
+    tgz, _ = _cifar_python_tgz(tmp_path, n=2)
+    mirror.put('cifar-10-python.tar.gz', tgz)
+    root = tmp_path / 'root'
+    mirror.faults['cifar-10-python.tar.gz'] = 503
+    with pytest.raises(RuntimeError, match='HTTP 503'): prepare_dataset('cifar10', root=root, download=mirror.url)
+    _nothing_left(root, 'cifar10')
+    mirror.faults['cifar-10-python.tar.gz'] = 'hang'
+    monkeypatch.setattr(D, '_TIMEOUT', 0.3)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match='timed out.*retry'): prepare_dataset('cifar10', root=root, download=mirror.url)
+    assert time.perf_counter() - t0 < 5
+    _nothing_left(root, 'cifar10')
+    mirror.faults.clear()
+    assert prepare_dataset('cifar10', root=root, download=mirror.url).name == 'cifar-10-batches-py'
+
+
+def test_mirror_wrong_checksum_then_retry(tmp_path, mirror):
+    tgz, _ = _cifar_python_tgz(tmp_path)
+    root = tmp_path / 'root'
+    mirror.put('cifar-10-python.tar.gz', tgz, digest='0' * 64)                  # the mirror's SHA256SUMS is wrong
+    with pytest.raises(ValueError) as e: load_dataset('cifar10', root=root, download=mirror.url)
+    assert 'checksum mismatch' in str(e.value) and 'SHA-256' in str(e.value) and mirror.url in str(e.value)
+    _nothing_left(root, 'cifar10')
+    mirror.put('cifar-10-python.tar.gz', tgz, listed=False)      # no SHA256SUMS line: the official MD5 applies
+    with pytest.raises(ValueError, match='official MD5'): load_dataset('cifar10', root=root, download=mirror.url)
+    _nothing_left(root, 'cifar10')
+    mirror.put('cifar-10-python.tar.gz', tgz)                                   # fixed: the retry succeeds
+    assert len(load_dataset('cifar10', root=root, download=mirror.url)) == 20
+
+
+@pytest.mark.parametrize('kind', ['tar ..', 'tar absolute', 'tar symlink', 'tar hardlink', 'zip ..', 'zip symlink'])
+def test_mirror_unsafe_archive_refused(tmp_path, mirror, kind):
+    good = [('train/cat/0000.jpg', _jpeg_bytes((1, 2, 3)))]
+    if kind.startswith('tar'):
+        if kind == 'tar ..': bad = ('../../evil.txt', b'x')
+        elif kind == 'tar absolute': bad = (str(tmp_path / 'evil.txt'), b'x')
+        else:
+            link = tarfile.TarInfo('train/cat/0001.jpg')
+            link.type, link.linkname = ((tarfile.SYMTYPE, '../../../evil.txt') if kind == 'tar symlink'
+                                        else (tarfile.LNKTYPE, 'train/cat/0000.jpg'))
+            bad = (link, None)
+        name, data = 'cifar10-jpg.tar.gz', _tgz_bytes(good + [bad])
+        dataset = 'cifar10'
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, 'w') as z:
+            z.writestr('img_align_celeba/000001.jpg', _jpeg_bytes((1, 2, 3), (178, 218)))
+            if kind == 'zip ..': z.writestr('img_align_celeba/../../../evil.txt', b'x')
+            else:
+                info = zipfile.ZipInfo('img_align_celeba/000002.jpg'); info.external_attr = (0o120777 << 16)
+                z.writestr(info, '../../../evil.txt')
+        name, data, dataset = 'img_align_celeba.zip', buf.getvalue(), 'celeba'
+    mirror.put(name, data)
+    root = tmp_path / 'root'
+    words = 'unsafe path' if '..' in kind or 'absolute' in kind else 'link'
+    with pytest.raises(ValueError, match=words) as e: prepare_dataset(dataset, root=root, download=mirror.url)
+    assert name in str(e.value) and 'refusing' in str(e.value)
+    _nothing_left(root, dataset)
+    assert not list(tmp_path.rglob('evil.txt'))
+
+
+def test_mirror_damaged_archive_then_retry(tmp_path, mirror):
+    tgz, _ = _cifar_python_tgz(tmp_path, n=200)          # big enough that a cut lands inside the compressed tar
+    cut = tgz[:len(tgz) // 2]
+    mirror.put('cifar-10-python.tar.gz', cut)            # a damaged copy whose SHA256SUMS matches it (mirrored badly)
+    root = tmp_path / 'root'
+    with pytest.raises(ValueError) as e: load_dataset('cifar10', root=root, download=mirror.url)
+    msg = str(e.value)
+    assert 'cifar-10-python.tar.gz is not a readable archive' in msg and 'fetch it again' in msg
+    assert not isinstance(e.value.__cause__, ValueError)            # wraps the tarfile / EOFError / zlib error
+    _nothing_left(root, 'cifar10')
+    mirror.put('cifar-10-python.tar.gz', tgz)
+    assert len(load_dataset('cifar10', root=root, download=mirror.url)) == 1000
+    # a damaged .npz (cut short), and one without MNIST's arrays: clear errors too
+    buf = io.BytesIO(); np.savez(buf, x_train=np.zeros((2, 28, 28), np.uint8)); npz = buf.getvalue()
+    mirror.put('mnist.npz', npz[:len(npz) - 30])
+    with pytest.raises(ValueError, match='mnist.npz is not a readable archive'):
+        load_dataset('mnist', root=root, download=mirror.url)
+    mirror.put('mnist.npz', npz)
+    with pytest.raises(ValueError, match=r"lacks the arrays \['y_train', 'x_test', 'y_test'\]"):
+        load_dataset('mnist', root=root, download=mirror.url)
+    _nothing_left(root, 'mnist')
+
+
+def test_damaged_source_archive_leaves_nothing(tmp_path):
+    src = tmp_path / 'source'; src.mkdir()
+    _tar_gz(src / 'cifar10-jpg.tar.gz', _cifar_jpg_folder(tmp_path / 'tree'))
+    data = (src / 'cifar10-jpg.tar.gz').read_bytes()
+    (src / 'cifar10-jpg.tar.gz').write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(ValueError, match='cifar10-jpg.tar.gz is not a readable archive'):
+        prepare_dataset('cifar10', root=tmp_path / 'root', source=src)
+    _nothing_left(tmp_path / 'root', 'cifar10')
+    (src / 'cifar10-jpg.tar.gz').write_bytes(b'not a gzip file at all')
+    with pytest.raises(ValueError, match='not a readable archive'): prepare_dataset('cifar10', root=tmp_path / 'root', source=src)
+    _nothing_left(tmp_path / 'root', 'cifar10')
+
+
+def test_mirror_without_the_archive(tmp_path, mirror):
+    root = tmp_path / 'root'
+    with pytest.raises(FileNotFoundError) as e: prepare_dataset('cifar10', root=root, download=mirror.url)
+    msg = str(e.value)
+    for a in D.ARCHIVES['cifar10']: assert f'{mirror.url}{a} (HTTP 404)' in msg
+    assert 'SHA256SUMS' in msg
+    _nothing_left(root, 'cifar10')
+    with pytest.raises(FileNotFoundError, match='no archive'):                      # file:// with no such file
+        prepare_dataset('cifar10', root=root, download=(tmp_path / 'nowhere').as_uri())
+
+
+def test_mirror_loose_files_and_optional_404(tmp_path, mirror):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as z:
+        for i in (1, 2, 182638):
+            z.writestr(f'img_align_celeba/{i:06d}.jpg', _jpeg_bytes((i % 255, 100, 100), (178, 218)))
+    mirror.put('img_align_celeba.zip', buf.getvalue())
+    mirror.put('list_eval_partition.txt', b'000001.jpg 0\n000002.jpg 0\n182638.jpg 2\n')
+    mirror.put('identity_CelebA.txt', b'000001.jpg 7\n000002.jpg 9\n182638.jpg 3\n', digest='f' * 64)
+    root = tmp_path / 'root'
+    with pytest.raises(ValueError, match='checksum mismatch.*identity_CelebA.txt'):   # a listed loose file is checked
+        load_dataset('celeba', root=root, download=mirror.url)
+    _nothing_left(root, 'celeba')
+    mirror.put('identity_CelebA.txt', b'000001.jpg 7\n000002.jpg 9\n182638.jpg 3\n')
+    ds, msgs = _quiet_load('celeba', root=root, download=mirror.url, img_size=16)
+    assert len(ds) == 2 and ds.labels.tolist() == [7, 9]                           # partition + identities used
+    where = root / 'raw' / 'celeba'
+    assert sorted(os.listdir(where)) == ['identity_CelebA.txt', 'img_align_celeba', 'list_eval_partition.txt']
+    assert {'list_attr_celeba.txt', 'list_landmarks_align_celeba.txt', 'list_bbox_celeba.txt'} <= set(mirror.requests)
+    assert any('no attributes' in m for m in msgs)                                 # the 404'd ones: reported missing
+
+
+def test_mirror_without_checksum_warns(tmp_path, mirror):
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.arange(3), x_test=np.zeros((1, 28, 28), np.uint8),
+             y_test=np.arange(1))
+    (mirror.folder / 'mnist.npz').write_bytes(buf.getvalue())                      # no SHA256SUMS at all
+    with pytest.warns(UserWarning, match='only its length was checked'):
+        ds = load_dataset('mnist', root=tmp_path / 'root', download=mirror.url, img_size=16)
+    assert len(ds) == 3
+
+
+@needs_shared
+def test_shared_folder_as_a_file_mirror(tmp_path):
+    ds = load_dataset('mnist', root=tmp_path, download=SHARED.as_uri(), img_size=16, limit=8)
+    assert len(ds) == 8 and ds.info['n_available'] == 60000
+    assert sorted(os.listdir(tmp_path / 'raw' / 'mnist')) == ['mnist.npz']
+
+
+# ---------------------------------------------------------------- a data folder with bad images trains
+
+def _cifar_folder_with_bad_images(src):
+    "CIFAR-10 JPEG layout: 10 classes x 3 good images in train, 1 in test, plus damaged and odd files."
+    for c, cls in enumerate(CIFAR10_CLASSES):
+        for split, n in (('train', 3), ('test', 1)):
+            (src / split / cls).mkdir(parents=True)
+            for i in range(n): (src / split / cls / f'{i:04d}.jpg').write_bytes(_jpeg_bytes((25 * c, 40 * i, 90)))
+    good = (src / 'train' / 'cat' / '0000.jpg').read_bytes()
+    (src / 'train' / 'cat' / '0100.jpg').write_bytes(good[:len(good) // 2])             # truncated JPEG
+    (src / 'train' / 'dog' / '0100.jpg').write_bytes(b'')                                # empty
+    (src / 'train' / 'frog' / '0100.jpg').write_bytes(_jpeg_bytes(90, mode='L'))          # grayscale
+    (src / 'train' / 'ship' / '0100.jpg').write_bytes(_jpeg_bytes((9, 99, 199), (48, 40)))  # wrongly sized
+    (src / 'test' / 'bird' / '0100.png').write_bytes(b'')                                 # empty, in test
+    return src
+
+
+def test_training_on_a_folder_with_bad_images(tmp_path):
+    import json
+    from mde.params import smoke_params
+    from mde.trainer import train
+    src = _cifar_folder_with_bad_images(tmp_path / 'src')
+    repo = Path(__file__).resolve().parents[1]
+    p = smoke_params({'data.name': 'cifar10', 'data.source': str(src), 'data.root': str(tmp_path / 'data'),
+                      'data.img_size': 16, 'data.limit': None, 'data.eval_images': 16}, path=repo / 'params.yaml')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        train(p, tmp_path / 'out')
+    msgs = [str(w.message) for w in caught]
+    assert (tmp_path / 'out' / 'model.pt').is_file()
+    run = json.loads((tmp_path / 'out' / 'run.json').read_text())
+    tr, ev = run['train_data'], run['eval_data']
+    assert tr['corrupt'] == ['cat/0100.jpg', 'dog/0100.jpg'] and tr['n_corrupt'] == 2 and tr['n'] == 32
+    assert tr['converted'] == ['frog/0100.jpg'] and tr['resized'] == ['ship/0100.jpg']
+    assert ev['corrupt'] == ['bird/0100.png'] and ev['n'] == 10 and ev['n_available'] == 11
+    assert any('skipped 2 unreadable' in m and 'cat/0100.jpg' in m and 'dog/0100.jpg' in m for m in msgs)
+    assert any('odd images kept' in m and 'frog/0100.jpg' in m and 'ship/0100.jpg' in m for m in msgs)
+
+
+def test_a_split_with_no_usable_image_is_an_error(tmp_path):
+    src = tmp_path / 'src'
+    (src / 'train' / 'cat').mkdir(parents=True); (src / 'test' / 'dog').mkdir(parents=True)
+    (src / 'train' / 'cat' / '0000.jpg').write_bytes(b'')
+    (src / 'train' / 'cat' / '0001.jpg').write_bytes(b'\xff\xd8\xff garbage')
+    with pytest.raises(ValueError, match=r"cifar10/train: no usable image .*all 2 image file\(s\).*cat/0000.jpg"):
+        load_dataset('cifar10', root=tmp_path / 'root', source=src)
+    with pytest.raises(ValueError, match='cifar10/test: no usable image .*no image file'):
+        load_dataset('cifar10', 'test', root=tmp_path / 'root', source=src)
+    assert not (tmp_path / 'root' / 'cache').exists() or not list((tmp_path / 'root' / 'cache').iterdir())
 
 
 # ---------------------------------------------------------------- the shared real data

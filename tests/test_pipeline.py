@@ -54,3 +54,54 @@ def test_pipeline_is_up_to_date_after_repro():
     assert r.returncode == 0, r.stderr
     changed = {k: v for k, v in json.loads(r.stdout or '{}').items() if k != 'data.dvc'}   # data/raw: no remote here
     assert changed == {}, changed
+
+
+# --- reproducibility: the whole pipeline, small, run twice --------------------------------------------------
+
+SMALL = {'data': {'img_size': 16, 'limit': 64, 'eval_images': 16},
+         'model': {'widths': [8, 16], 'd_widths': [8, 16], 'convs_per_block': 1, 'fc_dim': 32, 'r_base': 4},
+         'train': {'steps': 4, 'batch_size': 8, 'ckpt_every': 2, 'eval_every': 2, 'sample_every': 4, 'log_every': 1,
+                   'progress': False},
+         'losses': {'vgg_weights': 'random'},
+         'studies': {'test_images': 32},
+         'scores': {'steps': 10, 'batch_size': 16, 'width': 8}}
+
+
+def _small_pipeline(dest):
+    "A copy of the pipeline (code, stages, notebooks, params with SMALL sizes) in its own git + DVC repository."
+    import yaml
+    dest.mkdir()
+    for f in ('dvc.yaml', 'data.dvc', 'params.yaml'): shutil.copy2(REPO / f, dest / f)
+    for d in ('mde', 'profiles'): shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns('__pycache__'))
+    (dest / 'nbs').mkdir()
+    for nb in ('grid.ipynb', 'ablation.ipynb'): shutil.copy2(REPO / 'nbs' / nb, dest / 'nbs' / nb)
+    p = yaml.safe_load((dest / 'params.yaml').read_text())
+    for section, values in SMALL.items(): p[section].update(values)
+    (dest / 'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
+    (dest / 'data' / 'raw').mkdir(parents=True)
+    for cmd in (['git', 'init', '-q'], ['dvc', 'init', '-q']): subprocess.run(cmd, cwd=dest, check=True)
+
+
+def _repro(repo, *args):
+    r = subprocess.run(['dvc', 'repro', *args], cwd=repo, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return (repo / 'dvc.lock').read_text()
+
+
+@pytest.mark.skipif(shutil.which('dvc') is None or shutil.which('papermill') is None,
+                    reason='needs dvc and papermill (pip install -r requirements.txt)')
+def test_two_repro_runs_give_the_same_lock_metrics_and_tables(tmp_path):
+    """`dvc repro`, then `dvc repro --force` (every stage again, from scratch): the lock file -- the hash of every
+    output, checkpoints, models, metrics, tables and figures included -- is the same byte for byte."""
+    repo = tmp_path / 'repo'
+    _small_pipeline(repo)
+    first = _repro(repo)
+    tables = {f.name: f.read_bytes() for f in (repo / 'outputs').glob('*/*.csv')}
+    metrics = {f.parent.parent.name: f.read_bytes() for f in (repo / 'outputs' / 'runs').glob('*/dvclive/metrics.json')}
+    assert len(metrics) == len(RUNS) and 'grid.csv' in tables and 'ablation.csv' in tables
+    for run in RUNS:                                      # a fresh start: nothing to resume from
+        shutil.rmtree(repo / 'outputs' / 'runs' / run / 'checkpoints')
+    second = _repro(repo, '--force')
+    assert {f.parent.parent.name: f.read_bytes() for f in (repo / 'outputs' / 'runs').glob('*/dvclive/metrics.json')} == metrics
+    assert {f.name: f.read_bytes() for f in (repo / 'outputs').glob('*/*.csv')} == tables
+    assert first == second, 'dvc.lock differs between two runs of the same pipeline'

@@ -401,10 +401,12 @@ def test_cli_digits(tmp_path, data_root):
     summary = _cli(tmp_path, data_root, 'scores.steps=60', 'scores.width=8')
     out = tmp_path / 'out'
     saved = json.loads((out / 'classifier.json').read_text())
-    assert saved == json.loads(json.dumps(summary))
+    timing = json.loads((out / 'timing.json').read_text())    # kept apart: classifier.json is the same every run
+    assert saved == json.loads(json.dumps({k: v for k, v in summary.items() if k not in timing}))
+    assert timing['seconds'] >= timing['seconds_training'] > 0
     assert saved['stands_in_for'] == STANDS_IN_FOR and saved['dataset'] == 'digits' and saved['accuracy_on'] == 'test split'
     assert (saved['n_train'], saved['n_test'], saved['steps'], saved['seed']) == (1500, 297, 60, 0)
-    assert saved['accuracy'] > 0.8 and saved['torch'] == torch.__version__ and saved['seconds'] > 0
+    assert saved['accuracy'] > 0.8 and saved['torch'] == torch.__version__
     ref = saved['reference']
     assert ref['is_real_test'] > 3 and ref['fid_test_halves'] > 0 and ref['n_half'] == 148
     model, info = load_classifier(out / 'classifier.pt')

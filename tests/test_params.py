@@ -1,0 +1,340 @@
+"""Tests of mde.params: the YAML reader (YAML 1.2 floats), the schema of every key, and property-based tests (hypothesis)
+over mask kinds, sizes and S, and over mutated parameter files and profiles: every bad value is a ValueError naming its
+key, never an exception from deep inside."""
+import copy
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, event, given, settings, strategies as st
+
+import mde.trainer
+from mde.build import build
+from mde.masks import MASK_KINDS
+from mde.params import (SCHEMA, flat, load_params, load_yaml, parse_sets, run_names, set_param, side_section,
+                        smoke_params, validate_params)
+from mde.step import run_masks
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / 'params.yaml'
+FILE = load_yaml(PARAMS.read_text())
+PROFILES = sorted(p.stem for p in (REPO / 'profiles').glob('*.yaml'))
+FAST = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def params_file(tmp_path, doc, text=None):
+    "Write `doc` (or `text`) as tmp_path/params.yaml, with the repository's profiles beside it."
+    f = tmp_path / 'params.yaml'
+    f.write_text(yaml.safe_dump(doc, sort_keys=False) if text is None else text)
+    if not (tmp_path / 'profiles').exists(): (tmp_path / 'profiles').symlink_to(REPO / 'profiles')
+    return f
+
+
+def refused(fn, *args, **kw):
+    "The message of the ValueError `fn(*args, **kw)` raises (any other outcome fails the test)."
+    with pytest.raises(ValueError) as e: fn(*args, **kw)
+    return str(e.value)
+
+
+# --- the YAML reader ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('text, want', [('1e-3', 1e-3), ('1E5', 1e5), ('+1e-3', 1e-3), ('-2e+2', -200.0), ('.5e1', 5.0),
+                                        ('-1.', -1.0), ('1.0e-3', 1e-3), ('1.0e+5', 1e5), ('1.5e3', 1500.0),
+                                        ('0.25', 0.25), ('.inf', math.inf)])
+def test_yaml_reads_yaml_1_2_floats_as_floats(text, want):
+    assert type(load_yaml(text)) is float and load_yaml(text) == want
+    assert load_yaml(f'lr: {text}') == {'lr': want}
+
+
+@pytest.mark.parametrize('text, want', [('1_000', 1000), ('12', 12), ('-3', -3), ('0x1e3', 0x1e3), ('true', True),
+                                        ('false', False), ('no', False), ('null', None), ('1e', '1e'), ('e5', 'e5'),
+                                        ('1e-3x', '1e-3x'), ("'1e-3'", '1e-3'), ('1.2.3', '1.2.3'), ('abc', 'abc')])
+def test_yaml_keeps_ints_bools_and_strings(text, want):
+    assert type(load_yaml(text)) is type(want) and load_yaml(text) == want
+
+
+def test_yaml_reader_leaves_pyyaml_alone_and_names_what_it_read():
+    assert yaml.safe_load('1e-3') == '1e-3'
+    assert 'params.yaml' in refused(load_yaml, 'a: [1,', 'params.yaml')
+
+
+# --- examples -------------------------------------------------------------------------------------------
+
+def test_set_reads_1e_minus_3_as_a_number():
+    sets = parse_sets(['train.lr_g=1e-3'])
+    assert sets == {'train.lr_g': 0.001} and type(sets['train.lr_g']) is float
+    assert load_params(PARAMS, sets)['train']['lr_g'] == 1e-3
+
+
+def test_file_reads_1e_minus_3_as_a_number(tmp_path):
+    text = PARAMS.read_text().replace('lr_g: 1.0e-3', 'lr_g: 1e-3').replace('steps: 400 ', 'steps: 4e2 ')
+    assert 'lr_g: 1e-3' in text and 'steps: 4e2' in text
+    p = load_params(params_file(tmp_path, None, text))
+    assert type(p['train']['lr_g']) is float and p['train']['lr_g'] == 0.001
+    assert type(p['train']['steps']) is int and p['train']['steps'] == 400          # an integral float: an int
+
+
+def test_optimizer_gets_the_float():
+    s = build(smoke_params({'train.lr_g': parse_sets(['x=1e-3'])['x']}, path=PARAMS))
+    assert s.opts['G'].param_groups[0]['lr'] == 0.001
+
+
+def test_cli_set_lr_reaches_training(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(mde.trainer, 'train', lambda p, out, **kw: seen.update(p) or {})
+    mde.trainer.main(['--params', str(PARAMS), '--set', 'train.lr_g=1e-3', '--out', str(tmp_path / 'o')])
+    assert type(seen['train']['lr_g']) is float and seen['train']['lr_g'] == 0.001
+
+
+def test_cli_refuses_S_0_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, '-m', 'mde.trainer', '--params', str(PARAMS), '--set', 'S=0',
+                        '--out', str(tmp_path / 'x')], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and not (tmp_path / 'x').exists()
+    assert last.startswith('mde-train: error: S must be a number strictly between 0 and 1'), r.stderr
+
+
+@pytest.mark.parametrize('item, said', [('losses.style=1.0', "unknown parameter 'losses.style' (no such loss)"),
+                                        ('train.lr_g=1e-3x', "train.lr_g must be a number > 0, got '1e-3x' (str)"),
+                                        ('S=[0.1,', 'is not valid YAML')])
+def test_cli_refuses_a_bad_value_with_exit_2(tmp_path, capsys, item, said):
+    with pytest.raises(SystemExit) as e:
+        mde.trainer.main(['--params', str(PARAMS), '--set', item, '--out', str(tmp_path / 'x')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and said in err and 'Traceback' not in err and not (tmp_path / 'x').exists()
+
+
+@pytest.mark.parametrize('S', [0, 1, -0.5, 1.5, float('nan'), float('inf'), '0.3', True, None, [0.3]])
+def test_S_outside_0_1_is_refused(S):
+    assert refused(load_params, PARAMS, {'S': S} if S is not None else {'S': 'null'}).startswith('S must be')
+
+
+def test_unknown_loss_name_is_named():
+    assert "'losses.style'" in refused(load_params, PARAMS, {'losses.style': 1.0})
+    p = load_params(PARAMS)
+    p['losses']['stlye'] = 0.1
+    assert "unknown loss(es) 'losses.stlye'" in refused(validate_params, p)
+
+
+def test_unknown_loss_in_the_file_is_named(tmp_path):
+    doc = copy.deepcopy(FILE)
+    doc['losses']['style'] = 1.0
+    assert "'losses.style'" in refused(load_params, params_file(tmp_path, doc))
+
+
+def test_unknown_key_in_a_run_names_run_and_key(tmp_path):
+    doc = copy.deepcopy(FILE)
+    doc['runs']['REC30']['train'] = {'stpes': 10}
+    msg = refused(load_params, params_file(tmp_path, doc), run='I')          # not the run asked for: still checked
+    assert "run 'REC30'" in msg and "'train.stpes'" in msg
+
+
+def test_every_run_is_validated_when_the_file_is_read(tmp_path):
+    doc = copy.deepcopy(FILE)
+    doc['runs']['RE50']['S'] = 5
+    msg = refused(load_params, params_file(tmp_path, doc))
+    assert "run 'RE50'" in msg and 'S must be' in msg
+
+
+@pytest.mark.parametrize('section, key, value, said', [
+    ('top', 'lr_g', 1e-3, "unknown parameter 'lr_g'"),
+    ('data', 'nmae', 'digits', "unknown parameter 'data.nmae'"),
+    ('train', 'lr_g', '1e-3x', "train.lr_g must be a number > 0, got '1e-3x' (str)"),
+    ('train', 'steps', 2.5, 'train.steps must be an integer >= 1'),
+    ('train', 'steps', True, 'train.steps must be an integer >= 1, got True (bool)'),
+    ('train', 'amp', 'yes', 'train.amp must be true or false'),
+    ('train', 'beta2', 1.0, 'train.beta2 must be a number in [0, 1)'),
+    ('train', 'device', 'gpu', 'train.device must be auto, cpu, cuda or cuda:N'),
+    ('train', 'poly_power', -1, 'train.poly_power must be a number >= 0'),
+    ('data', 'download', 'ftp://x.org/', 'data.download must be true, false or the URL of a mirror'),
+    ('data', 'limit', 0, 'data.limit must be null or an integer >= 1'),
+    ('data', 'limit', 10, 'data.limit (10 training images) cannot fill'),
+    ('data', 'img_size', 4, 'data.img_size must be an integer >= 8'),
+    ('data', 'root', None, 'data.root must be a non-empty string'),
+    ('model', 'widths', [], 'model.widths must be a non-empty list'),
+    ('model', 'd_widths', [8, -1], 'model.d_widths must be a non-empty list'),
+    ('model', 'perceptual_layers', 6, 'model.perceptual_layers must be an integer 1..5'),
+    ('losses', 'preset', 'papers', "losses.preset must be null or 'paper'"),
+    ('losses', 'adversarial', float('inf'), 'losses.adversarial must be a weight >= 0'),
+    ('top', 'seed', -1, 'seed must be an integer >= 0'),
+    ('top', 'profile', 'nope', "unknown profile 'nope'"),
+    ('top', 'profile', '../x', 'profile must be null or the name of a file in profiles/'),
+])
+def test_bad_values_in_the_file_name_their_key(tmp_path, section, key, value, said):
+    doc = copy.deepcopy(FILE)
+    (doc if section == 'top' else doc[section])[key] = value
+    assert said in refused(load_params, params_file(tmp_path, doc))
+
+
+def test_missing_and_optional_keys(tmp_path):
+    doc = copy.deepcopy(FILE)
+    del doc['train']['lr_d']
+    assert "missing parameter 'train.lr_d'" in refused(load_params, params_file(tmp_path, doc))
+    doc = copy.deepcopy(FILE)
+    for k in ('amp', 'channels_last', 'compile', 'device', 'progress'): del doc['train'][k]
+    p = load_params(params_file(tmp_path, doc), {'train.amp': False})      # an optional key can still be set
+    assert p['train']['amp'] is False and 'device' not in p['train']
+
+
+def test_int_keys_take_integral_floats_and_mirrors_are_accepted():
+    p = load_params(PARAMS, {'train.steps': 1e5, 'model.widths': [16.0, 32, 64], 'data.download': 'https://example.org/m/',
+                             'train.device': 'cuda:1', 'data.limit': 1e3})
+    assert p['train']['steps'] == 100000 and type(p['train']['steps']) is int and p['model']['widths'] == [16, 32, 64]
+    assert type(p['data']['limit']) is int and p['data']['download'] == 'https://example.org/m/'
+
+
+def test_profiles_are_checked(tmp_path):
+    (tmp_path / 'profiles').mkdir()
+    (tmp_path / 'profiles' / 'mine.yaml').write_text('train: {lr_g: fast}\n')
+    (tmp_path / 'profiles' / 'typo.yaml').write_text('train: {stpes: 10}\n')
+    doc = {**copy.deepcopy(FILE), 'profile': 'mine'}
+    f = params_file(tmp_path, doc)
+    assert "profile" in (m := refused(load_params, f)) and 'train.lr_g must be a number > 0' in m
+    assert "unknown parameter 'train.stpes'" in refused(load_params, f, {'profile': 'typo'})
+
+
+@pytest.mark.parametrize('change, said', [
+    (lambda d: d['studies']['grid']['runs'].append('REC99'), 'studies.grid.runs names unknown run'),
+    (lambda d: d['studies']['ablation']['runs'].update(f='nope'), "studies.ablation.runs.f names unknown run 'nope'"),
+    (lambda d: d['studies']['ablation'].update(tests=['REC@1.5']), 'studies.ablation.tests'),
+    (lambda d: d['studies']['grid'].update(colour='red'), "unknown parameter 'studies.grid.colour'"),
+    (lambda d: d['studies']['grid'].pop('tests'), 'studies.grid.tests is missing'),
+    (lambda d: d['studies'].update(test_images=0), 'studies.test_images must be null or an integer >= 1'),
+    (lambda d: d['scores'].update(colour='red'), "'scores.colour'"),
+    (lambda d: d['scores'].update(lr=float('nan')), 'scores.lr must be a finite number'),
+    (lambda d: d['scores'].update(steps=-1), 'scores.steps'),
+    (lambda d: d.update(runs=['I']), 'runs in'),
+])
+def test_side_sections_are_checked_when_the_file_is_read(tmp_path, change, said):
+    doc = copy.deepcopy(FILE)
+    change(doc)
+    assert said in refused(load_params, params_file(tmp_path, doc))
+
+
+def test_side_sections_and_run_names_use_the_same_reader(tmp_path):
+    text = PARAMS.read_text().replace('lr: 1.0e-2', 'lr: 1e-2').replace('test_images: null', 'test_images: 1e2')
+    f = params_file(tmp_path, None, text)
+    assert side_section('scores', f)['lr'] == 0.01 and side_section('studies', f)['test_images'] == 100
+    assert run_names(f) == run_names(PARAMS)
+
+
+def test_schema_covers_every_key_of_params_and_profiles():
+    own = {k: v for k, v in FILE.items() if k not in ('runs', 'studies', 'scores')}
+    assert set(flat(own)) == set(SCHEMA) - {'run'}                                    # params.yaml sets every key
+    for name in PROFILES:
+        assert set(flat(load_yaml((REPO / 'profiles' / f'{name}.yaml').read_text()))) <= set(SCHEMA), name
+        load_params(PARAMS, {'profile': name})
+    for run in run_names(PARAMS):
+        assert set(flat(FILE['runs'][run] or {})) <= set(SCHEMA), run
+
+
+# --- property-based: mask kinds, sizes and S --------------------------------------------------------------
+
+SMOKE_P = smoke_params(path=PARAMS)            # widths [8, 16]: img_size a multiple of 4, at least 8
+NOT_IN_0_1 = st.one_of(st.floats().filter(lambda x: not 0 < x < 1), st.integers(), st.booleans(), st.none(),
+                       st.text(max_size=6), st.lists(st.floats(0.1, 0.9), max_size=2), st.just('0.5'))
+ANY_S = st.one_of(st.floats(0, 1), st.floats(0.001, 0.999), NOT_IN_0_1)
+ANY_SIZE = st.one_of(st.integers(-2, 72), st.sampled_from([16.0, 32.0, 12.5, '16', True, None, [16]]))
+
+
+def _valid_S(S): return isinstance(S, float) and 0 < S < 1
+def _valid_size(n):
+    return not isinstance(n, bool) and isinstance(n, (int, float)) and float(n).is_integer() and n >= 8 and n % 4 == 0
+
+
+@FAST
+@given(kind=st.sampled_from(MASK_KINDS), size=ANY_SIZE, S=ANY_S)
+def test_mask_kind_size_and_S(kind, size, S):
+    p = copy.deepcopy(SMOKE_P)
+    for k, v in (('mask', kind), ('data.img_size', size), ('S', S)): set_param(p, k, v)
+    if not (_valid_S(S) and _valid_size(size)):
+        msg = refused(validate_params, p)
+        named = (['S must'] if not _valid_S(S) else []) + (['data.img_size'] if not _valid_size(size) else [])
+        assert any(msg.startswith(n) or n in msg for n in named), (msg, named)
+        return
+    p = validate_params(p)
+    n = p['data']['img_size']
+    assert type(n) is int and n == size
+    Z = torch.rand(2, 3, n, n)
+    M, boxes = run_masks(p, Z, torch.Generator().manual_seed(0), return_boxes=True)
+    assert M.shape == Z.shape and boxes.shape == (2, 3, 4)
+    assert set(M.unique().tolist()) <= {0.0, 1.0}
+
+
+@FAST
+@given(S=NOT_IN_0_1, kind=st.sampled_from(MASK_KINDS), size=st.sampled_from([8, 16, 32]))
+def test_S_outside_the_open_interval_always_names_S(S, kind, size):
+    p = copy.deepcopy(SMOKE_P)
+    for k, v in (('mask', kind), ('data.img_size', size), ('S', S)): set_param(p, k, v)
+    assert refused(validate_params, p).startswith('S must be a number strictly between 0 and 1')
+
+
+# --- property-based: mutated parameter files ------------------------------------------------------------
+
+def _paths(d, prefix=''):
+    "Every key path of nested dict `d`, sections included: 'data', 'data.name', 'runs.I', 'runs.I.mask', ..."
+    out = []
+    for k, v in d.items():
+        out.append(f'{prefix}{k}')
+        if isinstance(v, dict): out += _paths(v, f'{prefix}{k}.')
+    return out
+
+
+WRONG = st.one_of(st.text(max_size=12), st.lists(st.one_of(st.integers(-3, 300), st.text(max_size=3)), max_size=3),
+                  st.dictionaries(st.text('abcxyz_', min_size=1, max_size=6), st.integers(-2, 2), max_size=2),
+                  st.none(), st.integers(max_value=-1), st.integers(min_value=10 ** 9, max_value=10 ** 30),
+                  st.floats(), st.booleans(), st.integers(0, 8), st.sampled_from(['1e-3', 'paper', 'rec', '0.5']))
+HOW = st.sampled_from(['replace', 'replace', 'delete', 'add'])
+
+
+def _mutate(doc, key, how, value):
+    "Mutate `doc` at dotted `key`; returns the dotted key an error must name."
+    *parents, last = key.split('.')
+    d = doc
+    for k in parents: d = d[k]
+    if how == 'replace': d[last] = value
+    elif how == 'delete': del d[last]
+    else:
+        d['x_typo'] = value
+        return '.'.join([*parents, 'x_typo'])
+    return key
+
+
+def _check_mutation(tmp_path, doc, named, **kw):
+    f = params_file(tmp_path, doc)
+    try: load_params(f, **kw); event('loaded (the mutation was valid)')
+    except ValueError as e:
+        event('refused')
+        msg = str(e).replace(str(tmp_path), '<tmp>')
+        assert named in msg or named.split('.')[-1] in msg, (named, msg)
+
+
+@FAST
+@given(key=st.sampled_from(_paths(FILE)), how=HOW, value=WRONG)
+def test_mutated_params_file_loads_or_names_the_key(tmp_path_factory, key, how, value):
+    doc = copy.deepcopy(FILE)
+    named = _mutate(doc, key, how, value)
+    _check_mutation(tmp_path_factory.mktemp('p'), doc, named)
+
+
+PROFILE_KEYS = [(name, k) for name in PROFILES for k in _paths(load_yaml((REPO / 'profiles' / f'{name}.yaml').read_text()))]
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(target=st.sampled_from(PROFILE_KEYS), how=HOW, value=WRONG)
+def test_mutated_profile_loads_or_names_the_key(tmp_path_factory, target, how, value):
+    name, key = target
+    tmp = tmp_path_factory.mktemp('p')
+    (tmp / 'profiles').mkdir()
+    for other in PROFILES: (tmp / 'profiles' / f'{other}.yaml').write_text((REPO / 'profiles' / f'{other}.yaml').read_text())
+    prof = load_yaml((tmp / 'profiles' / f'{name}.yaml').read_text())
+    named = _mutate(prof, key, how, value)
+    (tmp / 'profiles' / f'{name}.yaml').write_text(yaml.safe_dump(prof))
+    _check_mutation(tmp, {**copy.deepcopy(FILE), 'profile': name}, named)
