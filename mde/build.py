@@ -84,10 +84,11 @@ class Setup:
 
     @property
     def amp(self):
-        return self.params['train'].get('amp', True) and self.device.type == 'cuda'
+        "bf16 autocast (train.amp) on a GPU and on a CPU alike: measured by `python -m mde.bench`."
+        return self.params['train'].get('amp', True) and self.device.type in ('cuda', 'cpu')
 
     def autocast(self):
-        return torch.autocast('cuda', dtype=torch.bfloat16) if self.amp else nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
 
 def build(p, device=torch.device('cpu'), rank=0, world=1):
@@ -100,7 +101,9 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
         net.to(device)
         if t.get('channels_last'): net.to(memory_format=torch.channels_last)
     lrs = {'CE': t['lr_ce'], 'G': t['lr_g'], 'D': t['lr_d'], 'R': t['lr_r'], 'C': t['lr_r']}
-    opts = {n: torch.optim.Adam(net.parameters(), lr=lrs[n], betas=(t['beta1'], t['beta2'])) for n, net in nets.items()}
+    fused = t.get('fused_optimizer', True) and device.type in ('cuda', 'cpu')   # one kernel over all parameters
+    opts = {n: torch.optim.Adam(net.parameters(), lr=lrs[n], betas=(t['beta1'], t['beta2']), fused=fused or None)
+            for n, net in nets.items()}
     total, power = t['steps'], t['poly_power']
     scheds = {n: torch.optim.lr_scheduler.LambdaLR(o, lambda s: max(0.0, 1 - s / total) ** power) for n, o in opts.items()}
     if world > 1:

@@ -182,7 +182,7 @@ SCHEMA = {
     **{f'train.{k}': _num('a number > 0', lambda x: x > 0) for k in ('lr_g', 'lr_d', 'lr_r', 'lr_ce')},
     **{f'train.{k}': _num('a number in [0, 1)', lambda x: 0 <= x < 1) for k in ('beta1', 'beta2')},
     'train.poly_power': _num('a number >= 0', lambda x: x >= 0),
-    **{f'train.{k}': _flag() for k in ('amp', 'channels_last', 'compile')},
+    **{f'train.{k}': _flag() for k in ('amp', 'channels_last', 'compile', 'fused_optimizer')},
     'train.device': _str('auto, cpu, cuda or cuda:N', ok=_DEVICE.match, required=False),
     **{f'train.{k}': _int(1) for k in ('ckpt_every', 'eval_every', 'sample_every', 'log_every')},
     'train.progress': _flag(),

@@ -158,6 +158,8 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     run = {'run': p.get('run'), 'step': step, 'mde_version': mde.__version__, 'torch_version': torch.__version__,
            'python': platform.python_version(), 'device': device_name(device),
            'world_size': world, 'amp_bf16': setup.amp, 'git_commit': git_commit(),
+           'optimizations': {'amp_bf16': setup.amp, 'channels_last': bool(t.get('channels_last')),
+                             'compile': bool(t.get('compile')), 'fused_optimizer': setup.opts[main_net].defaults.get('fused')},
            'code': code_fingerprint(), 'resumed_from_step': start,
            'logger': log.backend, 'perceptual_vgg': getattr(setup.perceptual, 'source', None),
            'parameters': {n: count_parameters(setup.net(n)) for n in setup.nets},
