@@ -105,3 +105,12 @@ def test_two_repro_runs_give_the_same_lock_metrics_and_tables(tmp_path):
     assert {f.parent.parent.name: f.read_bytes() for f in (repo / 'outputs' / 'runs').glob('*/dvclive/metrics.json')} == metrics
     assert {f.name: f.read_bytes() for f in (repo / 'outputs').glob('*/*.csv')} == tables
     assert first == second, 'dvc.lock differs between two runs of the same pipeline'
+
+
+@pytest.mark.skipif(shutil.which('dvc') is None, reason='needs dvc (pip install -r requirements.txt)')
+def test_the_lock_holds_exactly_the_pipelines_stages():
+    "No stale entry (a stage since renamed or removed) survives in dvc.lock: `dvc repro` never deletes one."
+    import yaml
+    lock = yaml.safe_load((REPO / 'dvc.lock').read_text())['stages']
+    r = subprocess.run(['dvc', 'stage', 'list', '--name-only'], cwd=REPO, capture_output=True, text=True, check=True)
+    assert set(lock) == set(r.stdout.split()), set(lock) ^ set(r.stdout.split())
