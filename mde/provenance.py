@@ -49,11 +49,13 @@ def code_fingerprint():
 
 # %% ../nbs/15_provenance.ipynb #7dc624ce
 def git_commit():
-    "The repository's commit (with '+dirty' when mde/ has uncommitted changes), or None outside git."
+    """The last commit that changed the `mde` package (with '+dirty' when it has uncommitted changes), or None
+    outside git. Not HEAD: a commit that changes nothing in the code (a new `dvc.lock`, a README) must not change
+    the outputs that record it, or no committed lock could ever match a fresh clone's `dvc repro`."""
     try:
         run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, timeout=5, cwd=Path(mde.__file__).parent)
-        rev = run('rev-parse', '--verify', '-q', 'HEAD')
-        if rev.returncode: return None
+        rev = run('log', '-1', '--format=%H', '--', '.')
+        if rev.returncode or not rev.stdout.strip(): return None
         dirty = run('status', '--porcelain', '--', '.').stdout.strip()
         return rev.stdout.strip() + ('+dirty' if dirty else '')
     except Exception:
