@@ -11,3 +11,10 @@ def rec_like_masks(n=2, size=16, seed=0):
             t, l = torch.randint(0, size // 2, (2,), generator=g).tolist()
             M[i, c, t:t + size // 2, l:l + size // 2] = 1
     return M
+
+
+def assert_same_weights(a, b):
+    "Two {net: state_dict} mappings hold exactly equal tensors."
+    assert a.keys() == b.keys()
+    for net in a:
+        for k in a[net]: assert torch.equal(a[net][k], b[net][k]), f'{net}.{k} differs'

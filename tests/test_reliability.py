@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_weights
 
 import mde.checkpoint as C
 import mde.trainer as T
@@ -34,12 +35,6 @@ def tiny(tmp_path, **over):
 
 def model_weights(path):
     return torch.load(path, map_location='cpu', weights_only=True)['nets']
-
-
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for net in a:
-        for k in a[net]: assert torch.equal(a[net][k], b[net][k]), f'{net}.{k} differs'
 
 
 @pytest.fixture(scope='module')

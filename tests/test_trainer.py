@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_weights
 
 from mde.data import shared_data_dir
 from mde.build import build
@@ -33,13 +34,6 @@ def tiny(tmp_path, **over):
 
 def weights(path):
     return torch.load(path, map_location='cpu', weights_only=False)['nets']
-
-
-def assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for net in a:
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), f'{net}.{k} differs'
 
 
 ALL_PLAYERS = {'losses.adversarial': 0.01, 'losses.hns': 10.0, 'losses.hns_variant': 'alt'}
