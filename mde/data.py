@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVES', 'CELEBA_FRAME', 'shared_data_dir',
-           'ImageDataset', 'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'load_dataset']
+           'ImageDataset', 'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'load_dataset', 'select_classes']
 
 # %% ../nbs/04_data.ipynb #6e9732b6
 import gzip, hashlib, http.client, json, os, pickle, shutil, stat, tarfile, time, warnings, zipfile, zlib
@@ -774,11 +774,14 @@ def _no_images(name, split, data_dir, info):
     return f"{name}/{split}: no usable image in {data_dir} ({why}); nothing to train or evaluate on"
 
 def load_dataset(name, split='train', root='data', img_size=None, source=None, download=False, limit=None,
-                 cache=True) -> ImageDataset:
+                 cache=True, classes=None) -> ImageDataset:
     """Load split `split` of data set `name` as an `ImageDataset` of `img_size` x `img_size` RGB images (cached).
     `source`: a folder with the official files or archives; `download`: False (never fetch), True (torchvision's
-    official downloaders) or a mirror folder URL (http://, https://, file://) holding the archives of `ARCHIVES`."""
+    official downloaders) or a mirror folder URL (http://, https://, file://) holding the archives of `ARCHIVES`.
+    `classes`: keep only the images of these class indices (then `limit` of them; see `select_classes`)."""
     _check_name(name); _check_split(name, split)
+    if classes is not None:          # the whole split is decoded and cached once; the classes are picked in memory
+        return select_classes(load_dataset(name, split, root, img_size, source, download, None, cache), classes, limit)
     size, limit = _img_size(name, img_size), _check_limit(limit)
     data_dir = prepare_dataset(name, root, source, download)
     path = None
@@ -810,3 +813,18 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
             atomic_save({**out, 'info': json.dumps({k: v for k, v in info.items() if k != 'build_seconds'})}, path)
     _report(out['info'])
     return ImageDataset(out['images'], out['labels'], out['extras'], out['info'])
+
+# %% ../nbs/04_data.ipynb #c1068fc1
+def select_classes(ds, classes, limit=None):
+    "The images of `ds` whose label is one of `classes` (indices), then `limit` of them evenly spaced (all if None)."
+    names, where = ds.info.get('classes'), f"{ds.info.get('name', '?')}/{ds.info.get('split', '?')}"
+    if not names: raise ValueError(f"{where} has no classes to select from (data.classes needs a labelled data set)")
+    classes, limit = [int(c) for c in classes], _check_limit(limit)
+    bad = [c for c in classes if not 0 <= c < len(names)]
+    if bad: raise ValueError(f"{where} has no class {bad}; its classes are 0..{len(names) - 1}: {names}")
+    idx = torch.isin(ds.labels, torch.tensor(classes)).nonzero().flatten()
+    if len(idx) == 0: raise ValueError(f"{where} has no image of class(es) {[names[c] for c in classes]}")
+    idx = idx[torch.from_numpy(_limit_idx(len(idx), limit))]
+    info = {**ds.info, 'n': len(idx), 'limit': limit, 'selected_classes': [names[c] for c in classes],
+            'n_in_split': len(ds)}
+    return ImageDataset(ds._images[idx], ds.labels[idx], {k: v[idx] for k, v in ds.extras.items()}, info)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .build import build_networks
 from .files import atomic_save, safe_load
-from .metrics import psnr
+from .metrics import mse, psnr
 from .losses import completion_loss
 from .step import run_masks, seed_of
 
@@ -155,10 +155,10 @@ def load_model(path, device='cpu'):
 
 # %% ../nbs/08_inference.ipynb #c5b37962
 def evaluate(model, images, seed, batch_size=64):
-    "Mean completion loss and missing-region pSNR of `model` on uint8 `images` with fixed masks of its own kind."
+    "Mean completion loss, missing-region pSNR and MSE (the CE report's metric) of `model` on uint8 `images`, fixed masks of its own kind."
     dev = model.device
     g = torch.Generator(device=dev).manual_seed(seed_of(seed, 12345))
-    tot, n_psnr = {'completion': 0.0, 'psnr_missing': 0.0}, 0
+    tot, n_psnr = {'completion': 0.0, 'psnr_missing': 0.0, 'mse_missing': 0.0}, 0
     for i in range(0, len(images), batch_size):
         Z = images[i:i + batch_size].to(dev).float().div_(255)
         M = model.masks(Z, g)
@@ -167,8 +167,10 @@ def evaluate(model, images, seed, batch_size=64):
         ok = (1 - M).flatten(1).sum(1) > 0  # images with a missing region (pSNR there is defined)
         if ok.any():
             tot['psnr_missing'] += psnr(Y[ok], Z[ok], mask=M[ok]).clamp(max=100.0).sum().item()
+            tot['mse_missing'] += mse(Y[ok], Z[ok], mask=M[ok]).sum().item()
             n_psnr += int(ok.sum())
-    return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1)}
+    return {'completion': tot['completion'] / len(images), 'psnr_missing': tot['psnr_missing'] / max(n_psnr, 1),
+            'mse_missing': tot['mse_missing'] / max(n_psnr, 1)}
 
 
 def sample_grid(model, images, path, seed, n=8):

@@ -38,20 +38,26 @@ def _load_data(p, rank):
     d = p['data']
     kw = dict(root=d['root'], img_size=d['img_size'], source=d.get('source'), download=d.get('download', False))
     if rank != 0: barrier()  # rank 0 decodes and caches first; the others read its cache
-    train_ds = load_dataset(d['name'], 'train', limit=d.get('limit'), **kw)
-    eval_ds = load_dataset(d['name'], 'test', limit=d.get('eval_images'), **kw)
+    train_ds = load_dataset(d['name'], 'train', limit=d.get('limit'), classes=d.get('classes'), **kw)
+    eval_ds = load_dataset(d['name'], 'test', limit=d.get('eval_images'), classes=d.get('classes'), **kw)
     if rank == 0: barrier()
     return train_ds, eval_ds
 
 
-def prepare_data(p, path='params.yaml'):
-    "Decode and cache every split the pipeline reads (training, held-out, studies, classifier): no later stage adds to the cache."
-    from mde.params import side_section
-    d, studies, scores = p['data'], side_section('studies', path), side_section('scores', path)
-    kw = dict(root=d['root'], img_size=d['img_size'], source=d.get('source'), download=d.get('download', False))
-    wanted = {('train', d.get('limit')), ('test', d.get('eval_images')), ('test', studies.get('test_images')),
-              ('train', scores.get('train_images')), ('test', scores.get('test_images'))}
-    return [load_dataset(d['name'], split, limit=n, **kw) for split, n in sorted(wanted, key=str)]
+def prepare_data(p, path='params.yaml', overrides=None):
+    """Decode and cache every split the pipeline reads -- each named run's training and held-out images, the studies'
+    and the classifier's -- so that no later stage adds to the cache. Returns the data sets (whole splits where a
+    run keeps only some classes: those are picked in memory)."""
+    from mde.params import run_names, side_section
+    studies, scores = side_section('studies', path), side_section('scores', path)
+    def where(d): return (d['name'], d['root'], d['img_size'], d.get('source'), d.get('download', False))
+    wanted = {(where(p['data']), 'train', scores.get('train_images')), (where(p['data']), 'test', scores.get('test_images'))}
+    for q in [p] + [load_params(path, overrides, run=r) for r in run_names(path)]:
+        d = q['data']
+        for split, n in (('train', d.get('limit')), ('test', d.get('eval_images')), ('test', studies.get('test_images'))):
+            wanted.add((where(d), split, None if d.get('classes') is not None else n))
+    return [load_dataset(name, split, root=root, img_size=size, source=source, download=download, limit=n)
+            for (name, root, size, source, download), split, n in sorted(wanted, key=str)]
 
 
 class DivergenceError(ValueError):
@@ -188,7 +194,7 @@ def main(argv=None):
     try:
         params = load_params(a.params, parse_sets(a.set), run=a.run)
         if a.prepare_only:
-            for ds in prepare_data(params, a.params):
+            for ds in prepare_data(params, a.params, parse_sets(a.set)):
                 i = ds.info
                 print(f"{i.get('name')}/{i.get('split')}: {len(ds)} images of {ds.images.shape[-1]}px -> {i.get('cache')}")
             return
