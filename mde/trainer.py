@@ -29,7 +29,7 @@ from .data import load_dataset
 from .inference import Completer, evaluate, sample_grid, save_model
 from .networks import count_parameters
 from .provenance import code_fingerprint, device_name, git_commit
-from .params import load_params, parse_sets, same_run, validate_params
+from .params import load_params, parse_sets, run_names, same_run, validate_params
 from .runlog import RunLog, save_history_png
 from .step import BatchSource, loss_balance, make_batch, step_schedulers, train_step
 
@@ -48,7 +48,7 @@ def prepare_data(p, path='params.yaml', overrides=None):
     """Decode and cache every split the pipeline reads -- each named run's training and held-out images, the studies'
     and the classifier's -- so that no later stage adds to the cache. Returns the data sets (whole splits where a
     run keeps only some classes: those are picked in memory)."""
-    from mde.params import run_names, side_section
+    from mde.params import side_section
     studies, scores = side_section('studies', path), side_section('scores', path)
     def where(d): return (d['name'], d['root'], d['img_size'], d.get('source'), d.get('download', False))
     wanted = {(where(p['data']), 'train', scores.get('train_images')), (where(p['data']), 'test', scores.get('test_images'))}
@@ -189,23 +189,35 @@ def main(argv=None):
     ap.add_argument('--resume', default='auto', help="'auto' (default), 'never', or a checkpoint path")
     ap.add_argument('--no-progress', action='store_true', help='no progress bar')
     ap.add_argument('--prepare-only', action='store_true', help='only fetch/decode/cache the data (the DVC data stage)')
+    ap.add_argument('--sweep', action='store_true', help='train every run of `sweep_runs:`, one after another in this '
+                    'process, each into outputs/runs/<name> (the DVC sweep stage)')
     a = ap.parse_args(argv)
-    out = a.out or (f'outputs/runs/{a.run}' if a.run else 'outputs/train')
+    if a.sweep and (a.run or a.out or a.prepare_only): ap.error('--sweep trains the runs of `sweep_runs:` into outputs/runs/<name>: '
+                                                               'give it no --run, --out or --prepare-only')
     try:
-        params = load_params(a.params, parse_sets(a.set), run=a.run)
+        sets = parse_sets(a.set)
+        if a.sweep:
+            names = run_names(a.params, 'sweep_runs')
+            if not names: raise ValueError(f"--sweep: {a.params} lists no `sweep_runs:`")
+            jobs = [(name, f'outputs/runs/{name}') for name in names]
+        else:
+            jobs = [(a.run, a.out or (f'outputs/runs/{a.run}' if a.run else 'outputs/train'))]
+        params = [load_params(a.params, sets, run=name) for name, _ in jobs]     # every run checked before any trains
         if a.prepare_only:
-            for ds in prepare_data(params, a.params, parse_sets(a.set)):
+            for ds in prepare_data(params[0], a.params, sets):
                 i = ds.info
                 print(f"{i.get('name')}/{i.get('split')}: {len(ds)} images of {ds.images.shape[-1]}px -> {i.get('cache')}")
             return
     except (ValueError, FileNotFoundError) as e:
         ap.error(str(e))
-    try:
-        summary = train(params, out, resume=a.resume, progress=False if a.no_progress else None)
-    except (ValueError, OSError) as e:  # bad data, checkpoint, setting, divergence, a full disk: the message says what to do
-        if os.environ.get('MDE_DEBUG'): raise
-        sys.exit(f'mde-train: error: {e}\n(set MDE_DEBUG=1 for the traceback)')
-    if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
+    for p, (name, out) in zip(params, jobs):
+        if a.sweep: print(f"== {name} -> {out}", flush=True)
+        try:
+            summary = train(p, out, resume=a.resume, progress=False if a.no_progress else None)
+        except (ValueError, OSError) as e:  # bad data, checkpoint, setting, divergence, a full disk: the message says what to do
+            if os.environ.get('MDE_DEBUG'): raise
+            sys.exit(f"mde-train: error{f' in run {name}' if a.sweep else ''}: {e}\n(set MDE_DEBUG=1 for the traceback)")
+        if summary: print(json.dumps({k: summary[k] for k in ('step', 'eval', 'initial') if k in summary}, indent=1))
     if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/11_trainer.ipynb #0a022977

@@ -24,11 +24,11 @@ def shrink_ce_runs(conf, sweep=2, steps=3):
     """Make the CE report's runs of a parameters mapping (`params.yaml` as read) tiny: `steps` updates on 48 digits,
     and only the first `sweep` runs of its optimizer sweep kept."""
     st = conf['studies']['ce_report']
-    for name in st['sweep'][sweep:]: conf['runs'].pop(name)
+    for name in st['sweep'][sweep:]: conf['sweep_runs'].pop(name)
     st['sweep'] = st['sweep'][:sweep]
     st['train_images'] = 16
     for name in [*st['runs'].values(), *st['sweep']]:
-        conf['runs'][name]['embedded'] = {
+        (conf['runs'] if name in conf['runs'] else conf['sweep_runs'])[name]['embedded'] = {
             'data': {'name': 'digits', 'limit': 48, 'eval_images': 16},
             'train': {'steps': steps, 'batch_size': 8, 'eval_every': 1, 'log_every': 1, 'ckpt_every': steps,
                       'sample_every': steps}}

@@ -124,3 +124,22 @@ def test_the_study_refuses_a_wrong_role_and_an_mde_model(project, tmp_path):
     from mde.params import smoke_params
     with pytest.raises(ValueError, match="Context Encoder"):
         hole_mse(Completer.from_setup(build(smoke_params())), torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+
+
+def test_sweep_trains_every_sweep_run_in_one_process(tmp_path, monkeypatch):
+    "`python -m mde.trainer --sweep` (the DVC sweep stage) trains each run of `sweep_runs:` into outputs/runs/<name>."
+    from mde.params import run_names
+    from mde.trainer import main
+    conf = shrink_ce_runs(load_yaml((REPO / 'params.yaml').read_text()), sweep=2, steps=2)
+    conf['data']['root'] = str(tmp_path / 'data')
+    (tmp_path / 'params.yaml').write_text(yaml.safe_dump(conf, sort_keys=False))
+    (tmp_path / 'profiles').mkdir()
+    monkeypatch.chdir(tmp_path)
+    names = run_names('params.yaml', 'sweep_runs')
+    assert set(names) == set(conf['studies']['ce_report']['sweep']) and not set(names) & set(run_names('params.yaml', 'runs'))
+    main(['--sweep', '--no-progress'])
+    for name in names:
+        m = load_model(tmp_path / 'outputs' / 'runs' / name / 'model.pt')
+        assert m.name == name and m.step == 2 and m.params['train']['ce_optimizer'] == load_params(run=name)['train']['ce_optimizer']
+    with pytest.raises(SystemExit):
+        main(['--sweep', '--run', names[0]])

@@ -226,13 +226,13 @@ def test_side_sections_and_run_names_use_the_same_reader(tmp_path):
 
 
 def test_schema_covers_every_key_of_params_and_profiles():
-    own = {k: v for k, v in FILE.items() if k not in ('runs', 'studies', 'scores')}
+    own = {k: v for k, v in FILE.items() if k not in ('runs', 'sweep_runs', 'studies', 'scores')}
     assert set(flat(own)) == set(SCHEMA) - {'run', 'data.stand_in_for'}   # params.yaml sets every key (load_params the last)
     for name in PROFILES:
         assert set(flat(load_yaml((REPO / 'profiles' / f'{name}.yaml').read_text()))) <= set(SCHEMA), name
         load_params(PARAMS, {'profile': name})
     for run in run_names(PARAMS):
-        entry = dict(FILE['runs'][run] or {})
+        entry = dict({**FILE['runs'], **FILE['sweep_runs']}[run] or {})
         assert set(flat(entry.pop('embedded', {}))) | set(flat(entry)) <= set(SCHEMA), run
 
 
