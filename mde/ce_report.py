@@ -113,7 +113,8 @@ def section33(models, test_images=None, batch_size=256):
             raise ValueError(f"Section 3.3 needs both 32x32 models at one size; run {m.name} has "
                              f"{m.params['data']['img_size']}px, {one.name} {one.params['data']['img_size']}px")
         Z, M, Ys[role] = centre_completions(m, images, batch_size)
-        rows.append({'model': f"{ROLES[role]} model", 'run': m.name, 'trained on': data_label(m.params),
+        rows.append({'model': f"{ROLES[role]} model", 'run': m.name,
+                     'trained on': data_label(m.params, ds.info if m is one else None),
                      'test images': data_label(one.params, ds.info), 'images': len(images),
                      'mse': mse(Ys[role], Z, M).mean().item(), 'report': REPORT_SECTION33[role]})
     return rows, (Z, M, Ys)
