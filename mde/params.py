@@ -283,8 +283,9 @@ def _check_studies(sec, runs, path):
                                  "`sweep`, more run names, and `train_images`)")
         if 'train_images' in st: out[study] = {**st, 'train_images': _int(1, null=True)(f'{key}.train_images', st['train_images'])}
         sw = st.get('sweep', [])
-        if not isinstance(sw, list) or any(not isinstance(r, str) or r not in runs for r in sw):
-            raise ValueError(f"{key}.sweep must be a list of run names of {path}, got {_show(sw)}")
+        if not isinstance(sw, list): raise ValueError(f"{key}.sweep must be a list of run names of {path}, got {_show(sw)}")
+        bad = [r for r in sw if not isinstance(r, str) or r not in runs]
+        if bad: raise ValueError(f"{key}.sweep names unknown run(s) {bad}; runs in {path}: {', '.join(runs)}")
         for k in ('runs', 'tests'):
             if k not in st: raise ValueError(f"{key}.{k} is missing: a study has `runs` (run names) and `tests` (test scenarios)")
         rs = st['runs']
@@ -330,7 +331,8 @@ def side_section(name, path='params.yaml'):
 
 def real_data(params, overrides=None):
     "Is a real data set configured -- `data.source` or `data.download` set (in `params` or the dotted `overrides`)?"
-    d, o = params.get('data') or {}, overrides or {}
+    d, o = params.get('data'), overrides or {}
+    d = d if isinstance(d, dict) else {}              # a malformed section: validate_params names it
     return bool(o.get('data.source', d.get('source'))) or bool(o.get('data.download', d.get('download')))
 
 
@@ -355,10 +357,10 @@ def _apply_run(params, runs, run, path, overrides=None):
     _lay(params, over, where)
     if embedded is not None:
         if not isinstance(embedded, dict): raise ValueError(f"{where}: `embedded` must map keys to values, got {_show(embedded)}")
-        if not real_data(params, overrides):
+        if isinstance(params.get('data'), dict) and not real_data(params, overrides):
             declared = params['data'].get('name')
             _lay(params, embedded, f"{where} (its `embedded` settings)", 'run\'s embedded setting')
-            if params['data'].get('name') != declared: params['data']['stand_in_for'] = declared
+            if declared in DATASETS and params['data'].get('name') != declared: params['data']['stand_in_for'] = declared
     params['run'] = run
     return params
 

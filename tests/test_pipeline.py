@@ -93,7 +93,7 @@ def _small_pipeline(dest):
     "A copy of the pipeline (code, stages, notebooks, params with SMALL sizes) in its own git + DVC repository."
     import yaml
     dest.mkdir()
-    for f in ('dvc.yaml', 'data.dvc', 'params.yaml'): shutil.copy2(REPO / f, dest / f)
+    for f in ('dvc.yaml', 'data.dvc', 'params.yaml', '.dvcignore'): shutil.copy2(REPO / f, dest / f)
     for d in ('mde', 'profiles'): shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns('__pycache__'))
     (dest / 'nbs').mkdir()
     for nb in ('grid.ipynb', 'ablation.ipynb', 'ce_report.ipynb'): shutil.copy2(REPO / 'nbs' / nb, dest / 'nbs' / nb)
