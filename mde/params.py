@@ -360,7 +360,8 @@ def _apply_run(params, runs, run, path, overrides=None):
         if isinstance(params.get('data'), dict) and not real_data(params, overrides):
             declared = params['data'].get('name')
             _lay(params, embedded, f"{where} (its `embedded` settings)", 'run\'s embedded setting')
-            if declared in DATASETS and params['data'].get('name') != declared: params['data']['stand_in_for'] = declared
+            now = params['data'] if isinstance(params['data'], dict) else {}   # malformed: validate_params names it
+            if declared in DATASETS and now.get('name', declared) != declared: now['stand_in_for'] = declared
     params['run'] = run
     return params
 
