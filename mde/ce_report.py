@@ -191,19 +191,19 @@ def _notes(models):
     return notes
 
 
-def _curves(models, root):
+def _curves(models, root, train_rows):
+    "Figs. 3, 6, 9: rows and figure; `train_rows` {role: Table 1's train row} give the training-set size and its label."
     import matplotlib.pyplot as plt
     rows = []
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
     for ax, (role, m) in zip(axes[0], models.items()):
-        t = m.params['train']
-        _, ds = run_images(m, 'train')
-        train, val = epoch_curves(read_history(run_dir(m.name, root)), t['batch_size'], len(ds))
+        train, val = epoch_curves(read_history(run_dir(m.name, root)), m.params['train']['batch_size'],
+                                  train_rows[role]['split size'])
         rows += [{'model': ROLES.get(role, role), 'run': m.name, 'curve': 'training', 'epoch': e, 'mse': v} for e, v in train]
         rows += [{'model': ROLES.get(role, role), 'run': m.name, 'curve': 'validation', 'epoch': e, 'mse': v} for e, v in val]
         for curve, marker, label in ((train, 'o', 'training (mean per epoch)'), (val, 's', 'validation (held-out)')):
             if curve: ax.plot(*zip(*curve), marker=marker, ms=3, label=label)
-        ax.set_title(f"Fig. {FIGURES['curves'].get(role, '?')} (ours): {ROLES.get(role, role)}\n{data_label(m.params, ds.info)}", fontsize=8)
+        ax.set_title(f"Fig. {FIGURES['curves'].get(role, '?')} (ours): {ROLES.get(role, role)}\n{train_rows[role]['data']}", fontsize=8)
         ax.set_xlabel('epoch'); ax.set_ylabel('hole MSE'); ax.legend(fontsize=7)
     fig.tight_layout()
     return rows, fig
@@ -224,8 +224,9 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
     t1 = table1(models, st.get('train_images'), test_images, progress=progress)
     write_table(t1, out, 'table1_long', title="Table 1, long form: hole MSE of each model on its own train / test images",
                 notes=notes, formats={'mse': '.5f', 'report': '.5f'})
-    write_table(table1_wide(t1), out, 'table1', title="Table 1: hole MSE, ours beside the CE report's", notes=notes,
-                formats={k: '.5f' for r in table1_wide(t1) for k in r if k != 'MSE'})
+    wide = table1_wide(t1)
+    write_table(wide, out, 'table1', title="Table 1: hole MSE, ours beside the CE report's", notes=notes,
+                formats={k: '.5f' for r in wide for k in r if k != 'MSE'})
     # Section 3.3 (Figs. 12-13)
     s33 = None
     if {'all', 'one_class'} <= set(models):
@@ -238,7 +239,7 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
                           f"Section 3.3: {s33[0]['test images']} test images", img_size=Z.shape[-1])
         _save(fig, out / 'fig12_13_one_class_by_both.png')
     # Figs. 3, 6, 9
-    rows, fig = _curves(models, root)
+    rows, fig = _curves(models, root, {r['role']: r for r in t1 if r['split'] == 'train'})
     write_table(rows, out, 'loss_curves', title='Figs. 3, 6, 9: training and validation hole MSE per epoch',
                 formats={'epoch': '.2f', 'mse': '.5f'})
     _save(fig, out / 'fig3_6_9_loss_curves.png')
