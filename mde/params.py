@@ -285,7 +285,8 @@ def _check_studies(sec, runs, path):
         sw = st.get('sweep', [])
         if not isinstance(sw, list): raise ValueError(f"{key}.sweep must be a list of run names of {path}, got {_show(sw)}")
         bad = [r for r in sw if not isinstance(r, str) or r not in runs]
-        if bad: raise ValueError(f"{key}.sweep names unknown run(s) {bad}; runs in {path}: {', '.join(runs)}")
+        if bad: raise ValueError(f"{key}.sweep names unknown run(s) {bad}; the runs under `runs:` and `sweep_runs:` "
+                                f"of {path} are: {', '.join(runs)}")
         for k in ('runs', 'tests'):
             if k not in st: raise ValueError(f"{key}.{k} is missing: a study has `runs` (run names) and `tests` (test scenarios)")
         rs = st['runs']
