@@ -21,7 +21,7 @@ from .metrics import mse
 from .params import find_params
 from .provenance import environment
 from .runlog import read_history
-from .studies import _save, load_run, run_dir, studies_config
+from .studies import _save, data_split, load_run, run_dir, studies_config
 
 # %% ../nbs/18_ce_report.ipynb #283131d4
 ROLES = {'all': '32x32 all classes', 'one_class': '32x32 truck only', 'large': '128x128 landmark'}
@@ -57,9 +57,7 @@ def hole_mse(model, images, batch_size=256, chunk=2048):
 def run_images(model, split, n=None, test_images=None):
     "(uint8 images, data set) of `split` of the data run `model` was trained on; `n` of them evenly spaced (None: all)."
     d = model.params['data']
-    limit = d.get('limit') if split == 'train' else test_images
-    ds = load_dataset(d['name'], split, root=d['root'], img_size=d['img_size'], source=d.get('source'),
-                      download=d.get('download', False), limit=limit, classes=d.get('classes'))
+    ds = data_split(d, split, d.get('limit') if split == 'train' else test_images)
     images = ds.images if n is None or n >= len(ds) else ds.images[torch.from_numpy(_limit_idx(len(ds), n))]
     return images, ds
 

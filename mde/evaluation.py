@@ -14,19 +14,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .masks import MASK_KINDS, _MISSING_BOX_KINDS, _check_S, _check_size, boxes_to_masks, sample_boxes
+from .masks import (MASK_KINDS, OCCLUSIONS, _MISSING_BOX_KINDS, _check_S, _check_size, boxes_to_masks,
+                       occlusion_mask, sample_boxes)
 from .metrics import psnr, ssim
 
 # %% ../nbs/12_evaluation.ipynb #71a07913
 SCENARIOS = {'I': 'inpaint', 'RI': 'reverse', 'Col1': 'color1', 'Col2': 'color2', 'RE': 'random', 'REC': 'rec',
-             'CE': 'center'}
+             'CE': 'center', 'SQ': 'square', **{o: o for o in OCCLUSIONS}}
 FIG7_SCENARIOS = ('I@0.25', 'RI@0.25', 'Col1', 'Col2', 'RE@0.25', 'RE@0.33', 'RE@0.5', 'REC@0.1', 'REC@0.3', 'REC@0.5')
 _SHORT = {kind: short for short, kind in SCENARIOS.items()}
-_NO_RATIO = ('color1', 'color2', 'center')                     # kinds that ignore S
+_NO_RATIO = ('color1', 'color2', 'center', *OCCLUSIONS)        # kinds that ignore S
 _LOOKUP = {**{s.lower(): k for s, k in SCENARIOS.items()}, **{k: k for k in MASK_KINDS}}
-_VALID_FORMS = ("'I@S', 'RI@S', 'RE@S', 'REC@S' with 0 < S < 1 (e.g. 'RE@0.25', 'REC@0.1'), 'Col1', 'Col2', 'CE'; "
-                "case-insensitive, and the mask kinds of mde.masks work too (e.g. 'random@0.25')")
-_NAME_RE = re.compile(r'\s*([A-Za-z]+[12]?)\s*(?:@\s*(\S*)\s*)?')
+_VALID_FORMS = ("'I@S', 'RI@S', 'RE@S', 'REC@S', 'SQ@S' with 0 < S < 1 (e.g. 'RE@0.25', 'REC@0.1'), 'Col1', 'Col2', "
+                f"'CE', the face occlusions {', '.join(map(repr, OCCLUSIONS))}; case-insensitive, and the mask kinds "
+                "of mde.masks work too (e.g. 'random@0.25')")
+_NAME_RE = re.compile(r'\s*([A-Za-z_]+[12]?)\s*(?:@\s*(\S*)\s*)?')
 
 def scenario_name(kind, S=None):
     "Canonical scenario name of mask `kind` with ratio `S`: `('random', 0.25)` -> `'RE@0.25'`; 'Col1', 'Col2', 'CE' ignore S."
@@ -78,6 +80,13 @@ def test_masks(scenario, n, size, seed=TEST_SEED, *, start=0, device=None):
     name = scenario_name(kind, S)
     n, start = _check_int(n, 'n (the number of test images)', 1), _check_int(start, 'start', 0)
     seed, (H, W) = _check_int(seed, 'seed'), _check_size(size)
+    if kind in OCCLUSIONS:                       # no randomness: the same face box in every image
+        if H != W or H < 16:
+            raise ValueError(f"the occlusion scenario {name!r} needs square face crops of at least 16 x 16 aligned like "
+                             "the paper's CelebA crop (aligned 178x218 images, x0.75, centred crop: top 45, left 25, "
+                             f"side 128 pixels, resized to S x S; mde.data does this), got {H} x {W} images")
+        M = occlusion_mask(kind, (H, W)).expand(n, 3, H, W).clone()
+        return M if device is None else M.to(device)
     boxes = []
     for b in range(start // MASK_BLOCK, (start + n - 1) // MASK_BLOCK + 1):
         g = torch.Generator().manual_seed(_block_seed(seed, name, b))
@@ -248,7 +257,10 @@ _MEANING = {'inpaint': 'centred hole of area S*H*W, all channels', 'reverse': 'o
             'color1': '1 random channel dropped (S ignored)', 'color2': '2 random channels dropped (S ignored)',
             'random': 'one random kept rectangle of area S*H*W, all channels',
             'rec': 'one random kept rectangle of area S*H*W per channel',
-            'center': "Context Encoder hole: centred square, half the side (S ignored)"}
+            'center': "Context Encoder hole: centred square, half the side (S ignored)",
+            'square': 'a square hole of area S*H*W at a uniform random position, all channels',
+            **{o: f"face occlusion '{o}': the fixed box of mde.masks.occlusion_mask (S ignored; right = the subject's "
+                  "right = image left)" for o in OCCLUSIONS}}
 _INFO_KEYS = ('name', 'split', 'img_size', 'n', 'limit')   # no local paths: the record is the same on every machine
 
 def _images_info(x):

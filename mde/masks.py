@@ -11,8 +11,8 @@ import math, numbers
 import torch
 
 # %% ../nbs/00_masks.ipynb #a68bac2d
-MASK_KINDS = ('inpaint', 'reverse', 'color1', 'color2', 'random', 'rec', 'center')
-_MISSING_BOX_KINDS = ('inpaint', 'center')   # kinds whose box is the MISSING region
+MASK_KINDS = ('inpaint', 'reverse', 'color1', 'color2', 'random', 'rec', 'center', 'square')
+_MISSING_BOX_KINDS = ('inpaint', 'center', 'square')   # kinds whose box is the MISSING region
 
 def _is_int(x): return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
@@ -103,6 +103,13 @@ def sample_boxes(kind, n, size, S=0.1, *, generator=None, device=None, center_si
         return torch.tensor(box, device=device).expand(n, 3, 4).clone()
     if kind == 'random': return _random_boxes(n, H, W, S, generator, device)[:, None].expand(n, 3, 4).clone()
     if kind == 'rec': return _random_boxes(3 * n, H, W, S, generator, device).view(n, 3, 4)
+    if kind == 'square':
+        s = min(H, W, max(1, round(math.sqrt(S * H * W))))
+        u = torch.rand(2, n, generator=generator, device=device)
+        top = torch.minimum((u[0] * (H - s + 1)).floor(), torch.tensor(H - s, device=device))
+        left = torch.minimum((u[1] * (W - s + 1)).floor(), torch.tensor(W - s, device=device))
+        side = torch.full_like(top, s)
+        return torch.stack([top, left, side, side], -1).long()[:, None].expand(n, 3, 4).clone()
     k = int(kind[-1])                                             # color1 / color2: k channels dropped
     order = torch.rand(n, 3, generator=generator, device=device).argsort(dim=1)
     dropped = torch.zeros(n, 3, dtype=torch.bool, device=device).scatter_(1, order[:, :k], True)

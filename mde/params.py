@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['ARCHS', 'CE_OPTIMIZER_NAMES', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'HNS_MASKS', 'PAPER_WEIGHTS', 'SCHEMA', 'RUN_SECTIONS',
-           'SMOKE', 'YAMLLoader', 'load_yaml', 'find_params', 'flat', 'Rule', 'parse_sets', 'set_param', 'run_names',
-           'side_section', 'real_data', 'load_params', 'validate_params', 'smoke_params', 'same_run']
+           'PROBE_DEFAULTS', 'SMOKE', 'YAMLLoader', 'load_yaml', 'find_params', 'flat', 'Rule', 'parse_sets',
+           'set_param', 'run_names', 'side_section', 'real_data', 'load_params', 'validate_params', 'smoke_params',
+           'same_run']
 
 # %% ../nbs/05_params.ipynb #5b61ca7b
 import copy
@@ -265,6 +266,26 @@ def run_names(path='params.yaml', section=None):
     return list(_runs_of(_read_file(path), path, section))
 
 
+_UNSCORED_STUDIES = ('probing', 'figures')   # studies that score no test scenario: `tests` may be left out
+_STUDY_KEYS = ('runs', 'tests', 'sweep', 'train_images', 'probe', 'fig1')
+PROBE_DEFAULTS = {'steps': 5000, 'batch_size': 16, 'lr': 1e-3, 'held_out': 0.2, 'fit_images': None}
+_PROBE_RULES = {'steps': _int(1), 'batch_size': _int(1), 'lr': _num('a number > 0', lambda x: x > 0),
+                'held_out': _num('a fraction in (0, 1)', lambda x: 0 < x < 1), 'fit_images': _int(2, null=True)}
+
+
+def _check_run_names(key, rs, runs, path):
+    "A study's run list or mapping label -> run name, every name one of `runs`."
+    if isinstance(rs, dict) and rs:
+        for label, name in rs.items():
+            if not isinstance(name, str) or name not in runs:
+                raise ValueError(f"{key}.{label} names unknown run {name!r}; runs in {path}: {', '.join(runs)}")
+    elif isinstance(rs, list) and rs:
+        bad = [r for r in rs if not isinstance(r, str) or r not in runs]
+        if bad: raise ValueError(f"{key} names unknown run(s) {bad}; runs in {path}: {', '.join(runs)}")
+    else:
+        raise ValueError(f"{key} must be a non-empty list of run names (or a mapping label -> run name), got {_show(rs)}")
+
+
 def _check_studies(sec, runs, path):
     "The `studies:` section checked against the run names `runs`; ints normalised."
     out = dict(sec)
@@ -278,30 +299,29 @@ def _check_studies(sec, runs, path):
         key = f'studies.{study}'
         if not isinstance(st, dict): raise ValueError(f"{key} must be a mapping with `runs` and `tests`, got {_show(st)}")
         for k in st:
-            if k not in ('runs', 'tests', 'sweep', 'train_images'):
+            if k not in _STUDY_KEYS:
                 raise ValueError(f"unknown parameter '{key}.{k}'; a study has `runs` and `tests` (and optionally "
-                                 "`sweep`, more run names, and `train_images`)")
-        if 'train_images' in st: out[study] = {**st, 'train_images': _int(1, null=True)(f'{key}.train_images', st['train_images'])}
+                                 "`sweep`, more run names, `train_images`, `probe` settings and `fig1` runs)")
+        st = out[study] = dict(st)
+        if 'train_images' in st: st['train_images'] = _int(1, null=True)(f'{key}.train_images', st['train_images'])
         sw = st.get('sweep', [])
         if not isinstance(sw, list): raise ValueError(f"{key}.sweep must be a list of run names of {path}, got {_show(sw)}")
         bad = [r for r in sw if not isinstance(r, str) or r not in runs]
         if bad: raise ValueError(f"{key}.sweep names unknown run(s) {bad}; the runs under `runs:` and `sweep_runs:` "
                                 f"of {path} are: {', '.join(runs)}")
-        for k in ('runs', 'tests'):
+        if 'fig1' in st: _check_run_names(f'{key}.fig1', st['fig1'], runs, path)
+        if 'probe' in st:
+            pr = st['probe']
+            if not isinstance(pr, dict): raise ValueError(f"{key}.probe must be a mapping of {sorted(_PROBE_RULES)}, got {_show(pr)}")
+            for k in pr:
+                if k not in _PROBE_RULES: raise ValueError(f"unknown parameter '{key}.probe.{k}'; valid: {', '.join(_PROBE_RULES)}")
+            st['probe'] = {**PROBE_DEFAULTS, **{k: _PROBE_RULES[k](f'{key}.probe.{k}', v) for k, v in pr.items()}}
+        unscored = study in _UNSCORED_STUDIES
+        for k in ('runs',) + (() if unscored else ('tests',)):
             if k not in st: raise ValueError(f"{key}.{k} is missing: a study has `runs` (run names) and `tests` (test scenarios)")
-        rs = st['runs']
-        if isinstance(rs, dict) and rs:
-            for label, name in rs.items():
-                if not isinstance(name, str) or name not in runs:
-                    raise ValueError(f"{key}.runs.{label} names unknown run {name!r}; runs in {path}: {', '.join(runs)}")
-        elif isinstance(rs, list) and rs:
-            bad = [r for r in rs if not isinstance(r, str) or r not in runs]
-            if bad: raise ValueError(f"{key}.runs names unknown run(s) {bad}; runs in {path}: {', '.join(runs)}")
-        else:
-            raise ValueError(f"{key}.runs must be a non-empty list of run names (or a mapping label -> run name), "
-                             f"got {_show(rs)}")
-        ts = st['tests']
-        if not isinstance(ts, list) or not ts:
+        _check_run_names(f'{key}.runs', st['runs'], runs, path)
+        ts = st.get('tests', [])
+        if not isinstance(ts, list) or not (ts or unscored):
             raise ValueError(f"{key}.tests must be a non-empty list of test scenarios (e.g. RE@0.25), got {_show(ts)}")
         for t in ts:
             try: parse_scenario(t)

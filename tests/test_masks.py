@@ -42,7 +42,7 @@ def test_shapes_values_and_boxes_inside(kind, size):
         assert (h >= 1).all() and (w >= 1).all()
     # the mask is the box (or its complement for inpaint/center), channel by channel
     area = (h * w).float()
-    expect = H * W - area if kind in ('inpaint', 'center') else area
+    expect = H * W - area if kind in ('inpaint', 'center', 'square') else area
     assert torch.equal(M.sum((2, 3)), expect)
 
 
@@ -336,7 +336,7 @@ def test_occlusion_positions_match_documented_fractions():
 # ---------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(kind='square'), "'square'.*'inpaint'"),
+    (dict(kind='blob'), "'blob'.*'inpaint'"),
     (dict(kind=None), 'None'),
     (dict(S=0), r'\(0, 1\).*got 0'),
     (dict(S=1), r'\(0, 1\).*got 1'),

@@ -70,6 +70,31 @@ def test_grid_and_ablation_outputs():
 
 
 @ran
+def test_probing_occlusion_figures_and_report_outputs():
+    import re
+    st = side_section('studies', REPO / 'params.yaml')
+    out = REPO / 'outputs'
+    for f in ('probing/table1.md', 'probing/table2.md', 'probing/fig_probing.png', 'probing/provenance.json',
+              'occlusion/table3.md', 'occlusion/occlusion.csv', 'occlusion/fig_occlusions.png',
+              'figures/fig1_ablation.png', 'figures/fig5_completions.png', 'figures/fig6_samples.png',
+              'report/index.html'):
+        assert (out / f).stat().st_size > 0, f
+    t1 = list(csv.DictReader(open(out / 'probing' / 'table1_long.csv')))
+    assert [r['run'] for r in t1] == [''] + st['probing']['runs']
+    rand = float(t1[0]['class_error'])                   # the trained encoders are probed, each to a finite error
+    assert all(0 <= float(r['class_error']) <= 100 for r in t1) and rand <= 100
+    occ = list(csv.DictReader(open(out / 'occlusion' / 'occlusion.csv')))
+    fill = {r['scenario']: float(r['psnr_missing']) for r in occ if r['model'] == 'mean-colour fill'}
+    for r in occ:                                        # both models beat the mean-colour fill in every box
+        if r['model'] in st['occlusion']['runs']: assert float(r['psnr_missing']) > fill[r['scenario']], r
+    page = (out / 'report' / 'index.html').read_text()
+    for folder in ('grid', 'ablation', 'ce_report', 'probing', 'occlusion', 'figures'): assert f'id="{folder}"' in page
+    studies = [f.parent for f in out.glob('*/provenance.json')]
+    assert page.count('data:image/png;base64,') == sum(len(list(f.glob('*.png'))) for f in studies) > 10
+    assert '<script' not in page and not re.search(r'(src|href)="https?:', page)
+
+
+@ran
 @pytest.mark.skipif(shutil.which('dvc') is None, reason='dvc is not installed')
 def test_pipeline_is_up_to_date_after_repro():
     r = subprocess.run(['dvc', 'status', '--json'], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -96,7 +121,8 @@ def _small_pipeline(dest):
     for f in ('dvc.yaml', 'data.dvc', 'params.yaml', '.dvcignore'): shutil.copy2(REPO / f, dest / f)
     for d in ('mde', 'profiles'): shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns('__pycache__'))
     (dest / 'nbs').mkdir()
-    for nb in ('grid.ipynb', 'ablation.ipynb', 'ce_report.ipynb'): shutil.copy2(REPO / 'nbs' / nb, dest / 'nbs' / nb)
+    for nb in ('grid.ipynb', 'ablation.ipynb', 'ce_report.ipynb', 'probing.ipynb', 'occlusion.ipynb', 'figures.ipynb'):
+        shutil.copy2(REPO / 'nbs' / nb, dest / 'nbs' / nb)
     p = shrink_ce_runs(yaml.safe_load((dest / 'params.yaml').read_text()), sweep=12, steps=2)
     for section, values in SMALL.items(): p[section].update(values)
     (dest / 'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
