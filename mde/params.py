@@ -359,6 +359,7 @@ def real_data(params, overrides=None):
 
 def _lay(params, over, where, what='run'):
     for k, v in flat(over).items():
+        if k in _SECTIONS and v == {}: continue          # an empty section (`losses: {}`): nothing to lay over
         if k.split('.')[0] in ('runs', 'profile', 'run', 'embedded'):
             raise ValueError(f"{where} may not set {k!r} (a {what} is one model: its method, not a profile)")
         try: set_param(params, k, v)
