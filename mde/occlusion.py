@@ -7,13 +7,12 @@ __all__ = ['PAPER_TABLE3', 'OCCLUSION_NAMES', 'table3_rows', 'occlusion_figure',
 
 # %% ../nbs/20_occlusion.ipynb #bfb4ae00
 import json
-from pathlib import Path
 
 import torch
 
 from .evaluation import _as_float, protocol_notes, test_masks, write_table
 from .masks import OCCLUSIONS
-from .studies import _save, run_study
+from .studies import _save, load_run, run_study
 
 # %% ../nbs/20_occlusion.ipynb #57b8187c
 PAPER_TABLE3 = {   # occlusion: {'psnr': (CE, GFC, MDE), 'ssim': (CE, GFC, MDE)}
@@ -82,8 +81,8 @@ def occlusion_study(out='outputs/occlusion', path='params.yaml', root='outputs/r
     data = f"{name} {size}px, {len(ds)} test images" + (
         " (not faces: the six boxes are geometric stand-ins at the same places of the square)" if stand_in else '')
     trained = '; '.join(f"{k} = run {m['run']}, {m['mask']} S={m['S']}, {m['step']} updates, losses "
-                        + ' + '.join(t for t, v in m['losses'].items() if isinstance(v, (int, float)) and v and t != 'hns'
-                                     or t == 'hns' and v) for k, m in models.items())
+                        + ' + '.join(t for t, v in m['losses'].items() if isinstance(v, (int, float)) and v)
+                        for k, m in models.items())
     notes = [f"data: {data}", *protocol_notes(prov['protocol']), f"models: {trained}", f"scores: {what}",
              "paper columns: CelebA test faces at 96 px, CE and GFC excerpted from Li et al. 2017, quoted as published",
              "ours: whole image, and (box) over the occluded box only; right = the subject's right = image left"]
@@ -92,7 +91,6 @@ def occlusion_study(out='outputs/occlusion', path='params.yaml', root='outputs/r
     labels = list(models)
     write_table(table3_rows(rows, labels), out, 'table3',
                 title=f"Table 3: face completion under targeted occlusions, pSNR (dB) and SSIM ({name} {size}px)", notes=notes)
-    from mde.studies import load_run
     nets = {label: load_run(m['run'], path, root, device, overrides) for label, m in models.items()}
     title = (f"Table 3 (ours): {data}; runs " + ', '.join(f"{k} = {m['run']} @ {m['step']}" for k, m in models.items()))
     _save(occlusion_figure(nets, ds.images, n_show, title), out / 'fig_occlusions.png')

@@ -8,7 +8,6 @@ __all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'RANDOM', 'paper_row', 'probe_targets
 
 # %% ../nbs/19_probing.ipynb #d63a53e2
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from .build import build_networks
 from .data import _limit_idx
 from .evaluation import write_table
 from .inference import Completer
-from .params import PROBE_DEFAULTS, find_params, load_params
+from .params import PROBE_DEFAULTS, find_params
 from .provenance import environment
 from .scores import LABELS
 from .studies import _save, data_split, load_run, run_dir, studies_config
@@ -96,10 +95,9 @@ def probe_data(d, held_out=PROBE_DEFAULTS['held_out'], fit_images=None, test_ima
     try:
         test = data_split(d, 'test', test_images)
         tt, _ = probe_targets(test)
-        has = set(tt) == set(targets) and len(_labelled(tt)) > 0
-    except (ValueError, FileNotFoundError): has = False
-    if has:
-        k = _labelled(tt)
+        k = _labelled(tt) if set(tt) == set(targets) else []
+    except (ValueError, FileNotFoundError): k = []
+    if len(k):
         ev, how = _take(test.images, tt, k), f"fitted on {len(images)} labelled training images, scored on {len(k)} test images"
     else:
         n_eval = max(1, round(len(images) * held_out))
@@ -110,7 +108,6 @@ def probe_data(d, held_out=PROBE_DEFAULTS['held_out'], fit_images=None, test_ima
         images, targets = _take(images, targets, rest.nonzero().flatten())
         how = (f"the test split lacks these labels: fitted on {len(images)} labelled training images, scored on "
                f"{n_eval} held-out labelled training images (every {len(images) / n_eval + 1:.0f}th)")
-        notes.append(how)
     if fit_images is not None and fit_images < len(images):
         images, targets = _take(images, targets, torch.from_numpy(_limit_idx(len(images), fit_images)))
         how += f" ({fit_images} of the fitting images used)"
@@ -127,17 +124,12 @@ def encoder_features(model, images, batch_size=256):
     return torch.cat(out)
 
 
-def _target(task, t, k=None):
-    if task == 'class': return F.one_hot(t, k).float()
-    return t
-
-
 def fit_head(features, targets, task, steps=5000, batch_size=16, lr=1e-3, seed=0, n_classes=None):
     "A linear sigmoid head on standardised `features` fitted with L2 to `targets`: (head, mean, std), frozen."
     g = torch.Generator().manual_seed(seed)
     mu, sd = features.mean(0), features.std(0, unbiased=False).clamp_min(1e-6)
     X = (features - mu) / sd
-    T = _target(task, targets, n_classes)
+    T = F.one_hot(targets, n_classes).float() if task == 'class' else targets
     T = T.reshape(len(T), -1)
     known = ~torch.isnan(T)
     T = torch.nan_to_num(T)
@@ -166,7 +158,7 @@ def probe_scores(pred, targets, task, img_size=None):
         acc = (pred.argmax(1) == targets).float().mean().item() * 100
         return {'class_error': 100 - acc, 'class_accuracy': acc}
     if task == 'attributes':
-        known, hit, p = ~torch.isnan(targets), (pred > 0.5).float() == targets, []
+        known, hit = ~torch.isnan(targets), (pred > 0.5).float() == targets
         acc, bal = [], []
         for a in range(targets.shape[1]):
             k = known[:, a]
@@ -206,10 +198,6 @@ def probe_model(model, data, steps=5000, batch_size=16, lr=1e-3, seed=0):
 
 # %% ../nbs/19_probing.ipynb #df3686ce
 _NA = 'n/a'
-
-def _label(name, params):
-    pr = paper_row(params)
-    return pr[0] if pr else name
 
 def table1_wide(rows, tasks):
     "Table 1's layout: per model our numbers and the paper's, 'n/a' where a task is not in the data."
@@ -261,16 +249,17 @@ def _figure(rows, tasks, title):
 
 def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs', device='cpu', progress=True, overrides=None):
     "Tables 1-2: the random generator and each `studies.probing` run, probed; tables, figure and provenance into `out`."
-    st = studies_config(path).get('probing')
+    cfg = studies_config(path)
+    st = cfg.get('probing')
     if st is None: raise ValueError(f"{path} has no `studies.probing` section (runs to probe and `probe` settings)")
     s = {**PROBE_DEFAULTS, **(st.get('probe') or {})}
     models = {label: load_run(name, path, root, device, overrides) for label, name in st['runs'].items()}
     archs = {label for label, m in models.items() if m.arch != 'mde'}
     if archs: raise ValueError(f"probing needs MDE generators (an FC representation); {sorted(archs)} are not")
     first = next(iter(models.values()))
-    sizes = {m.img_size for m in models.values()} | {m.params['data']['name'] for m in models.values()}
-    if len(sizes) != 2: raise ValueError(f"the probed runs must share one data set and size, got {sorted(map(str, sizes))}")
-    data = probe_data(first.params['data'], s['held_out'], s['fit_images'], studies_config(path)['test_images'])
+    kinds = {(m.params['data']['name'], m.img_size) for m in models.values()}
+    if len(kinds) != 1: raise ValueError(f"the probed runs must share one data set and size, got {sorted(kinds)}")
+    data = probe_data(first.params['data'], s['held_out'], s['fit_images'], cfg['test_images'])
     models = {RANDOM: random_model(first.params, seed=first.params['seed']).to(device), **models}
     rows = []
     for label, m in tqdm(list(models.items()), desc='probing', disable=not progress):
@@ -283,7 +272,7 @@ def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs'
     d = data['data']
     dname = d['name'] + (f" (stand-in for {d['stand_in_for']})" if d.get('stand_in_for') else '') + f" {d['img_size']}px"
     probed = ', '.join(data['tasks'])
-    notes = [f"data: {dname}; {data['how']}", *data['notes'][:-1 if 'held-out' in data['how'] else None],
+    notes = [f"data: {dname}; {data['how']}", *data['notes'],
              f"heads: linear + sigmoid on the standardised FC features, L2 loss, Adam lr {s['lr']}, {s['steps']} updates "
              f"at batch {s['batch_size']} (paper: 5000 at 16); encoders frozen in eval mode",
              "landmarks: mean Euclidean pt-to-pt error in pixels of the model's input; attributes: 100 - accuracy "

@@ -10,7 +10,6 @@ import base64
 import html
 import json
 import re
-import sys
 from pathlib import Path
 
 # %% ../nbs/22_report.ipynb #e496b7a8

@@ -81,8 +81,8 @@ def test_probing_occlusion_figures_and_report_outputs():
         assert (out / f).stat().st_size > 0, f
     t1 = list(csv.DictReader(open(out / 'probing' / 'table1_long.csv')))
     assert [r['run'] for r in t1] == [''] + st['probing']['runs']
-    rand = float(t1[0]['class_error'])                   # the trained encoders are probed, each to a finite error
-    assert all(0 <= float(r['class_error']) <= 100 for r in t1) and rand <= 100
+    assert all(0 <= float(r['class_error']) <= 100 for r in t1)
+    assert min(float(r['class_error']) for r in t1[1:]) < float(t1[0]['class_error'])   # some encoder beats random weights
     occ = list(csv.DictReader(open(out / 'occlusion' / 'occlusion.csv')))
     fill = {r['scenario']: float(r['psnr_missing']) for r in occ if r['model'] == 'mean-colour fill'}
     for r in occ:                                        # both models beat the mean-colour fill in every box
