@@ -136,6 +136,8 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
     perc = None
     if p['arch'] == 'mde' and p['losses'].get('perceptual', 0) > 0:
         k = p['model'].get('perceptual_layers', len(VGG_LAYERS))
-        perc = PerceptualLoss(weights=(1, .5, .25, .125, .0625)[:k], vgg_weights=p['losses'].get('vgg_weights', 'imagenet'),
-                              layers=VGG_LAYERS[:k]).to(device)
+        L = p['losses']
+        perc = PerceptualLoss(weights=(1, .5, .25, .125, .0625)[:k], vgg_weights=L.get('vgg_weights', 'imagenet'),
+                              layers=VGG_LAYERS[:k], reduction=L.get('reduction', 'mean'),
+                              vgg_input=L.get('vgg_input', 'torchvision')).to(device)
     return Setup(p, device, nets, opts, scheds, perc, rank, world)

@@ -12,7 +12,7 @@ import torch
 
 from .evaluation import _as_float, protocol_notes, test_masks, write_table
 from .masks import OCCLUSIONS
-from .studies import _save, load_run, run_study
+from .studies import _save, describe_losses, load_run, run_study
 
 # %% ../nbs/20_occlusion.ipynb #57b8187c
 PAPER_TABLE3 = {   # occlusion: {'psnr': (CE, GFC, MDE), 'ssim': (CE, GFC, MDE)}
@@ -81,12 +81,12 @@ def occlusion_study(out='outputs/occlusion', path='params.yaml', root='outputs/r
     data = f"{name} {size}px, {len(ds)} test images" + (
         " (not faces: the six boxes are geometric stand-ins at the same places of the square)" if stand_in else '')
     trained = '; '.join(f"{k} = run {m['run']}, {m['mask']} S={m['S']}, {m['step']} updates, losses "
-                        + ' + '.join(t for t, v in m['losses'].items() if isinstance(v, (int, float)) and v)
-                        for k, m in models.items())
+                        + describe_losses(m['losses']) for k, m in models.items())
+    for r in rows: r['losses'] = describe_losses(models[r['model']]['losses']) if r['model'] in models else ''
     notes = [f"data: {data}", *protocol_notes(prov['protocol']), f"models: {trained}", f"scores: {what}",
              "paper columns: CelebA test faces at 96 px, CE and GFC excerpted from Li et al. 2017, quoted as published",
              "ours: whole image, and (box) over the occluded box only; right = the subject's right = image left"]
-    cols = ['model', 'scenario', 'psnr', 'psnr_missing', 'ssim', 'ssim_missing'] + [k for k in ('is', 'fid', 'kid') if k in rows[0]]
+    cols = ['model', 'losses', 'scenario', 'psnr', 'psnr_missing', 'ssim', 'ssim_missing'] + [k for k in ('is', 'fid', 'kid') if k in rows[0]]
     write_table(rows, out, 'occlusion', cols, f'Face completion under targeted occlusions: every row ({data})', notes)
     labels = list(models)
     write_table(table3_rows(rows, labels), out, 'table3',

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .losses import (completion_loss, g_adv_loss, hns_alt_loss, hns_coord_loss, hns_hide_loss, hns_seek_loss,
                         reconstruction_loss)
-from .masks import normalize_boxes, sample_masks
+from .masks import MAX_ASPECT, normalize_boxes, sample_masks
 from .networks import ContextEncoder
 
 # %% ../nbs/07_step.ipynb #b9e6644c
@@ -52,7 +52,7 @@ def run_masks(params, Z, generator, return_boxes=False):
         return sample_masks('center', len(Z), Z.shape[-2:], params['S'], generator=generator, device=Z.device,
                             center_size=hole)
     return sample_masks(params['mask'], len(Z), Z.shape[-2:], params['S'], generator=generator, device=Z.device,
-                        return_boxes=return_boxes)
+                        return_boxes=return_boxes, max_aspect=params.get('max_aspect', MAX_ASPECT))
 
 
 def mask_generator(seed, step, rank, device):
@@ -86,18 +86,19 @@ def _critics_frozen(setup):
 def generator_terms(setup, batch, Y):
     "G's unweighted loss terms for completion `Y` of `batch`: {name: scalar tensor}, for the switched-on weights."
     L, Z, M = setup.params['losses'], batch['Z'], batch['M']
-    terms, Yf = {}, Y.float()
-    if L.get('completion', 0) > 0: terms['completion'] = completion_loss(Yf, Z, M)
-    if L.get('reconstruction', 0) > 0: terms['reconstruction'] = reconstruction_loss(Yf, Z, M)
+    terms, Yf, red, form = {}, Y.float(), L.get('reduction', 'mean'), L.get('hns_form', 'paper')
+    if L.get('completion', 0) > 0: terms['completion'] = completion_loss(Yf, Z, M, red)
+    if L.get('reconstruction', 0) > 0: terms['reconstruction'] = reconstruction_loss(Yf, Z, M, red)
     if setup.perceptual is not None:
         with setup.autocast(): terms['perceptual'] = setup.perceptual(Y, Z).float()
     with _critics_frozen(setup), setup.autocast():   # D, R, C are used without DDP: they are not updated here
         if 'D' in setup.nets: terms['adversarial'] = g_adv_loss(setup.net('D')(Y).float())
         if 'R' in setup.nets:
             r = setup.net('R')(Y).float()
-            terms['hns'] = hns_hide_loss(r, M) if L['hns_variant'] == 'rec' else hns_alt_loss(r, batch['M_alt'])
-        if 'C' in setup.nets:
-            terms['hns'] = hns_coord_loss(setup.net('C')(Y).float(), normalize_boxes(batch['boxes_alt'], Z.shape[-2:]))
+            terms['hns'] = (hns_hide_loss(r, M, form, red) if L['hns_variant'] == 'rec'     # Eq. 7
+                            else hns_alt_loss(r, batch['M_alt'], form, red))                # Eq. 8
+        if 'C' in setup.nets:   # G pushes C's boxes toward those of the fresh mask M~ (mde.losses: coordinates variant)
+            terms['hns'] = hns_coord_loss(setup.net('C')(Y).float(), normalize_boxes(batch['boxes_alt'], Z.shape[-2:]), red)
     return terms
 
 # %% ../nbs/07_step.ipynb #45a337ae
@@ -127,7 +128,7 @@ def train_step(setup, batch):
     "One update of every network; returns the losses as floats."
     p, L, nets = setup.params, setup.params['losses'], setup.nets
     Z, M = batch['Z'], batch['M']
-    X = M * Z
+    X, red = M * Z, L.get('reduction', 'mean')
     out = {}
     if p['arch'] == 'ce':
         with setup.autocast():
@@ -146,13 +147,17 @@ def train_step(setup, batch):
     if 'R' in nets:
         with setup.autocast():
             r = nets['R'](Y.detach())
-        r_loss = hns_seek_loss(r.float(), M)
+        r_loss = hns_seek_loss(r.float(), M, red)
+        if L.get('hns_real'):     # R also sees the real images: everything kept (losses.hns_real; separate BatchNorm batch)
+            with setup.autocast():
+                r_real = nets['R'](Z)
+            r_loss = r_loss + hns_seek_loss(r_real.float(), torch.ones_like(M), red)
         _step_opt(setup, 'R', r_loss)
         out['loss/r_seek'] = r_loss.item()
     if 'C' in nets:
         with setup.autocast():
             c = nets['C'](Y.detach())
-        c_loss = hns_coord_loss(c.float(), normalize_boxes(batch['boxes'], Z.shape[-2:]))
+        c_loss = hns_coord_loss(c.float(), normalize_boxes(batch['boxes'], Z.shape[-2:]), red)
         _step_opt(setup, 'C', c_loss)
         out['loss/c_seek'] = c_loss.item()
     # 3. G completes, fools D and hides M from R (Eqs. 2-5, 7/8)

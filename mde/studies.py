@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['studies_config', 'run_dir', 'load_run', 'data_split', 'test_set', 'make_scorer', 'score_runs', 'provenance',
-           'run_study', 'grid_study', 'balance_rows', 'ablation_study']
+           'run_study', 'grid_study', 'describe_losses', 'balance_rows', 'ablation_study']
 
 # %% ../nbs/14_studies.ipynb #68c50e4a
 import json
@@ -173,6 +173,15 @@ def grid_study(out='outputs/grid', path='params.yaml', root='outputs/runs', clas
     (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
     return rows
 
+# %% ../nbs/14_studies.ipynb #7b113b23
+def describe_losses(losses):
+    "A run's `losses` section in words: 'completion + reconstruction + perceptual + adversarial + HnS alt (paper form)'."
+    on = [k for k in ('completion', 'reconstruction', 'perceptual', 'adversarial') if (losses.get(k) or 0) > 0]
+    if (losses.get('hns') or 0) > 0:
+        v = losses.get('hns_variant', 'alt')
+        on.append(f'HnS {v}' + ('' if v == 'coord' else f" ({losses.get('hns_form', 'paper')} form)"))
+    return ' + '.join(on) or 'none'
+
 # %% ../nbs/14_studies.ipynb #791c48de
 def balance_rows(runs, root='outputs/runs', path='params.yaml'):
     "One row per (model, loss term): weight, weighted value and gradient norm at start and end, and the paper's weight."
@@ -203,10 +212,11 @@ def ablation_study(out='outputs/ablation', path='params.yaml', root='outputs/run
     import matplotlib.pyplot as plt
     rows, models, ds, prov, out, what = run_study('ablation', out, path, root, classifier, device, progress, overrides)
     described = {'a': 'completion + reconstruction', 'b': '+ perceptual + adversarial', 'c': '+ HnS coord',
-                 'd': '+ HnS rec', 'e': '+ HnS alt'}
+                 'd': '+ HnS rec', 'e': '+ HnS alt'}       # the paper's (a)-(e); other labels (d-bce, e-bce) are extra rows
     for r in rows:
-        if r['model'] in models: r['losses'] = described.get(r['model'], '') + f" ({models[r['model']]['run']})"
-    weights = {l: {k: m['losses'].get(k) for k in ('perceptual', 'adversarial', 'hns', 'hns_variant')} for l, m in models.items()}
+        if r['model'] in models: r['losses'] = describe_losses(models[r['model']]['losses']) + f" ({models[r['model']]['run']})"
+    weights = {l: {k: m['losses'].get(k) for k in ('perceptual', 'adversarial', 'hns', 'hns_variant', 'hns_form', 'reduction')}
+               for l, m in models.items()}
     notes = [*protocol_notes(prov['protocol']), f"scores: {what}",
              'weights per model: ' + '; '.join(f"({l}) " + ', '.join(f'{k}={v}' for k, v in w.items()) for l, w in weights.items()),
              'rows "real images" and "mean-colour fill" are sanity rows']
@@ -220,14 +230,15 @@ def ablation_study(out='outputs/ablation', path='params.yaml', root='outputs/run
     for ax, v in zip(axes[0], values):
         line_plot(trained, 'S', v, 'model', ax=ax, title=LABELS.get(v, v), xlabel='test S (REC)')
     fig.suptitle(f"Fig. 8 (ours): {ds.info.get('name')} {ds.images.shape[-1]}px, {len(ds)} test images; "
-                 + ', '.join(f'({k}) {v}' for k, v in described.items() if k in models), fontsize=9)
+                 + ', '.join(f"({k}) {described.get(k) or describe_losses(m['losses'])}" for k, m in models.items()), fontsize=9)
     _save(fig, out / 'fig8_ablation.png')
     bal = balance_rows({l: m['run'] for l, m in models.items()}, root, path)
     write_table(bal, out, 'loss_balance', ['model', 'term', 'weight', 'value start', 'value end', 'grad start', 'grad end',
                                            'grad start / completion', 'paper weight', 'paper grad start / completion'],
                 'Loss balance: weighted value and |dL/dY| of each term of G, at the start and the end of training',
                 ['grad = L2 norm over the batch of the gradient of (weight x term) w.r.t. G\'s output Y, on the batch of update 0',
-                 'all terms are per-element (or per-image) means; the paper\'s column scales our start gradient by paper weight / ours',
+                 'reduction per model (losses.reduction): ' + ', '.join(sorted({str(m['losses'].get('reduction', 'mean')) for m in models.values()}))
+                 + '; the paper\'s column scales our start gradient by paper weight / ours (the paper\'s weights were set for reduction sum)',
                  'perceptual loss: VGG-16 ' + ', '.join(prov['perceptual_vgg'] or ['(not used)'])],
                 formats={k: '.3g' for k in ('weight', 'paper weight', 'value start', 'value end', 'grad start', 'grad end',
                                             'grad start / completion', 'paper grad start / completion')})

@@ -141,11 +141,18 @@ def test_occlusion_study_is_the_evaluation_of_each_model(project):
     assert [r['occlusion'] for r in t3] == ['Right half', 'Left half', 'Both eyes', 'Right eye', 'Left eye', 'Mouth']
     assert float(t3[2]['pSNR GFC (paper)']) == PAPER_TABLE3['both_eyes']['psnr'][1]
     ds = load_dataset('digits', 'test', root=tmp / 'data', img_size=16, limit=24)
-    m = load_run('REC10', path, tmp / 'runs')
+    m = load_run('REC10-alt', path, tmp / 'runs')                     # Table 3's MDE-REC: the full model
     want = evaluate(m, ds.images, ['mouth'], progress=False)[0]
     got = next(r for r in t3 if r['occlusion'] == 'Mouth')
     assert abs(float(got['pSNR MDE-REC']) - want['psnr']) < 1e-3 and abs(float(got['SSIM MDE-REC (box)']) - want['ssim_missing']) < 1e-3
     assert 'geometric stand-ins' in (tmp / 'occ' / 'table3.md').read_text()
+    L = json.loads((tmp / 'occ' / 'provenance.json').read_text())['models']['MDE-REC']['losses']
+    assert L['perceptual'] > 0 and L['adversarial'] > 0 and L['hns'] > 0 and (L['hns_variant'], L['hns_form']) == ('alt', 'paper')
+    md = (tmp / 'occ' / 'table3.md').read_text()
+    assert 'MDE-REC = run REC10-alt' in md and 'HnS alt (paper form)' in md and 'MDE-REC-L2 = run REC10' in md
+    assert 'baseline = run SQ25' in md and 'completion + reconstruction + adversarial' in md
+    assert {r['losses'] for r in csv.DictReader(open(tmp / 'occ' / 'occlusion.csv')) if r['model'] == 'MDE-REC-L2'} == \
+        {'completion + reconstruction'}
     assert (tmp / 'occ' / 'fig_occlusions.png').stat().st_size > 0
 
 
@@ -155,7 +162,7 @@ def test_figures_and_the_offline_report(project, probed):
     tmp, path, st = project
     made = figures_study(tmp / 'figs', path, tmp / 'runs', n=3, k=2)
     assert set(made) == {'fig1_ablation.png', 'fig5_completions.png', 'fig6_samples.png'}
-    assert made['fig5_completions.png']['MDE-REC'] == {'run': 'REC10', 'step': 6, 'scenario': 'REC@0.1'}
+    assert made['fig5_completions.png']['MDE-REC'] == {'run': 'REC10-alt', 'step': 6, 'scenario': 'REC@0.1'}
     out = tmp / 'results'
     for src, dst in ((tmp / 'figs', 'figures'), (tmp / 'probing', 'probing')):
         shutil.copytree(src, out / dst)

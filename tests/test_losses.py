@@ -129,13 +129,34 @@ def test_perceptual_deterministic_substitute_and_rng_untouched():
     assert a.source.startswith('substitute') and 'seed 0' in a.source
 
 
-def test_perceptual_imagenet_fallback_warns(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))   # an empty hub cache
-    with pytest.warns(UserWarning, match='not ImageNet features'):
-        p = PerceptualLoss(weights=(1,), layers=('relu1_2',))
-    assert p.source.startswith('substitute') and str(tmp_path) in p.source
-    ref = PerceptualLoss(weights=(1,), layers=('relu1_2',), vgg_weights='random')
-    assert torch.equal(p.vgg[0].weight, ref.vgg[0].weight)
+def test_perceptual_imagenet_unavailable_is_an_error(tmp_path, monkeypatch):
+    "An empty TORCH_HOME and no network: a clear error naming the file and where to put it, never a random VGG."
+    import urllib.error
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    def offline(*a, **k): raise urllib.error.URLError('no network')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    with pytest.raises(FileNotFoundError) as e:
+        PerceptualLoss(weights=(1,), layers=('relu1_2',))
+    msg = str(e.value)
+    assert 'vgg16-397923af.pth' in msg and str(tmp_path / 'hub' / 'checkpoints') in msg and "'random'" in msg
+    assert '\n' not in msg
+
+
+def test_imagenet_error_stops_the_trainer_before_training(tmp_path, monkeypatch):
+    "mde-train with losses.perceptual > 0 and imagenet VGG that cannot be had: a one-line error, no output folder."
+    import urllib.error
+    from mde.trainer import main
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'home'))
+    def offline(*a, **k): raise urllib.error.URLError('no network')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', offline)
+    out = tmp_path / 'run'
+    with pytest.raises(SystemExit) as e:
+        main(['--out', str(out), '--no-progress', '--set', 'losses.perceptual=0.1', '--set', 'losses.vgg_weights=imagenet',
+              '--set', 'train.steps=2', '--set', 'data.limit=64', '--set', 'model.widths=[8, 16]'])
+    assert 'losses.vgg_weights: imagenet' in str(e.value) and not out.exists()
+    with pytest.raises(SystemExit) as e:        # a weights path that does not exist: refused with the parameters
+        main(['--out', str(out), '--set', 'losses.perceptual=0.1', '--set', f'losses.vgg_weights={tmp_path}/no.pth'])
+    assert e.value.code == 2 and not out.exists()
 
 
 def test_perceptual_imagenet_from_cache(tmp_path, monkeypatch):
@@ -146,6 +167,8 @@ def test_perceptual_imagenet_from_cache(tmp_path, monkeypatch):
     (tmp_path / 'checkpoints').mkdir()
     torch.save(sd, tmp_path / 'checkpoints' / 'vgg16-397923af.pth')
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', lambda *a, **k: pytest.fail('downloaded'))
+    monkeypatch.setattr(L, '_IMAGENET_FILE', 'vgg16-397923af.pth')
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         p = PerceptualLoss(weights=(1,), layers=('relu2_2',))
@@ -161,9 +184,8 @@ def test_perceptual_from_file(tmp_path):
     assert str(f) in p.source and torch.equal(p.vgg[0].weight, 2 * src.vgg[0].weight)
     with pytest.raises(ValueError, match='not a VGG-16 state dict'):
         PerceptualLoss(weights=(1, 1), layers=('relu1_2', 'relu2_2'), vgg_weights=f)  # too few layers in file
-    with pytest.warns(UserWarning):
-        q = PerceptualLoss(weights=(1,), layers=('relu1_2',), vgg_weights=tmp_path / 'missing.pth')
-    assert 'missing.pth' in q.source and q.source.startswith('substitute')
+    with pytest.raises(FileNotFoundError, match='no file at .*missing.pth'):
+        PerceptualLoss(weights=(1,), layers=('relu1_2',), vgg_weights=tmp_path / 'missing.pth')
 
 
 def test_perceptual_bad_input(ploss):
@@ -224,16 +246,16 @@ def test_seek_is_bce_with_both_terms():
     R = torch.sigmoid(r)
     ref = -(M * torch.log(R) + (1 - M) * torch.log(1 - R)).mean()
     assert torch.allclose(hns_seek_loss(r, M), ref, atol=1e-5)
-    assert torch.allclose(hns_hide_loss(r, M), hns_seek_loss(r, 1 - M))
+    assert torch.allclose(hns_hide_loss(r, M, form='bce'), hns_seek_loss(r, 1 - M))
 
 
-def test_hide_bounded_and_minimal_when_R_fooled():
+def test_hide_bce_bounded_and_minimal_when_R_fooled():
     M = _mask(2)
     fooled = 12 * (1 - 2 * M)                                      # R says the complement of the mask
-    assert 0 <= hns_hide_loss(fooled, M) < 1e-5
+    assert 0 <= hns_hide_loss(fooled, M, form='bce') < 1e-5
     extreme = 1e4 * (1 - 2 * M)
-    assert hns_hide_loss(extreme, M) >= 0                          # bounded below (no -inf)
-    assert hns_hide_loss(12 * (2 * M - 1), M) > 11                 # R found the mask: large hide loss
+    assert hns_hide_loss(extreme, M, form='bce') >= 0              # bounded below (no -inf)
+    assert hns_hide_loss(12 * (2 * M - 1), M, form='bce') > 11     # R found the mask: large hide loss
 
 
 def test_seek_and_hide_opposite_gradients():
@@ -241,7 +263,7 @@ def test_seek_and_hide_opposite_gradients():
     for seed in range(3):
         r = (3 * torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(seed))).requires_grad_(True)
         gs, = torch.autograd.grad(hns_seek_loss(r, M), r)
-        gh, = torch.autograd.grad(hns_hide_loss(r, M), r)
+        gh, = torch.autograd.grad(hns_hide_loss(r, M, form='bce'), r)
         assert (gs * gh < 0).all()
         assert F.cosine_similarity(gs.flatten(), gh.flatten(), dim=0) < 0
 
@@ -250,10 +272,11 @@ def test_alt_loss():
     M, Mt = _mask(2, seed=0), _mask(2, seed=5)
     assert not torch.equal(M, Mt)
     towards_other = 12 * (2 * Mt - 1)
-    assert hns_alt_loss(towards_other, Mt) < 1e-5
-    assert hns_alt_loss(towards_other, Mt) < hns_alt_loss(12 * (2 * M - 1), Mt)
+    for form in ('paper', 'bce'):
+        assert hns_alt_loss(towards_other, Mt, form=form) < 1e-5
+        assert hns_alt_loss(towards_other, Mt, form=form) < hns_alt_loss(12 * (2 * M - 1), Mt, form=form)
     r = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    assert torch.allclose(hns_alt_loss(r, Mt), F.binary_cross_entropy_with_logits(r, Mt))
+    assert torch.allclose(hns_alt_loss(r, Mt, form='bce'), F.binary_cross_entropy_with_logits(r, Mt))
 
 
 def test_hns_gradient_reaches_generator_output():
@@ -289,3 +312,49 @@ def test_all_public_names():
     for name in ['completion_loss', 'reconstruction_loss', 'PerceptualLoss', 'd_adv_loss', 'g_adv_loss',
                  'hns_seek_loss', 'hns_hide_loss', 'hns_alt_loss', 'hns_coord_loss']:
         assert name in L.__all__
+
+
+# --- the paper's forms of G's hide terms (Eqs. 7-8) and the paper's scale (reduction='sum')
+def test_paper_rec_form_is_eq7():
+    M, r = _mask(2, seed=7), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    ref = (M * F.logsigmoid(r)).flatten(1).sum(1).mean()            # (1/N) sum_i M_i log R
+    assert torch.allclose(hns_hide_loss(r, M, reduction='sum'), ref, atol=1e-4)
+    assert torch.allclose(hns_hide_loss(r, M), ref / M[0].numel(), atol=1e-6)
+    rr = r.clone().requires_grad_(True)
+    g, = torch.autograd.grad(hns_hide_loss(rr, M), rr)
+    assert (g[M == 1] > 0).all() and (g[M == 0] == 0).all()        # pushes R's output down where kept, nothing else
+
+
+def test_paper_alt_form_is_eq8():
+    Mt, r = _mask(2, seed=9), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(10))
+    ref = -(Mt * F.logsigmoid(r)).flatten(1).sum(1).mean()
+    assert torch.allclose(hns_alt_loss(r, Mt, reduction='sum'), ref, atol=1e-4)
+    rr = r.clone().requires_grad_(True)
+    g, = torch.autograd.grad(hns_alt_loss(rr, Mt), rr)
+    assert (g[Mt == 1] < 0).all() and (g[Mt == 0] == 0).all()       # zero gradient where M~ = 0
+    assert hns_alt_loss(r, Mt) >= 0
+
+
+@pytest.mark.parametrize('fn', [completion_loss, reconstruction_loss])
+def test_l2_reduction_sum_is_per_image_sum(fn):
+    Z, P, M = _rand(3, 3, 8, 8), _rand(3, 3, 8, 8, seed=1), _mask(3, size=8)
+    assert math.isclose(fn(P, Z, M, 'sum').item(), fn(P, Z, M).item() * 3 * 8 * 8, rel_tol=1e-5)
+    with pytest.raises(ValueError, match='losses.reduction'): fn(P, Z, M, 'max')
+
+
+def test_bad_form_and_reduction():
+    M = _mask(1)
+    with pytest.raises(ValueError, match='losses.hns_form'): hns_hide_loss(torch.zeros_like(M), M, form='flip')
+    with pytest.raises(ValueError, match='losses.reduction'): hns_seek_loss(torch.zeros_like(M), M, reduction='avg')
+    with pytest.raises(ValueError, match='losses.vgg_input'): PerceptualLoss(vgg_weights='random', vgg_input='rgb')
+
+
+def test_perceptual_sum_and_caffe():
+    kw = dict(weights=(1,), layers=('relu1_2',), vgg_weights='random')
+    Z, P = _rand(2, 3, 16, 16), _rand(2, 3, 16, 16, seed=3)
+    m, s = PerceptualLoss(**kw)(P, Z), PerceptualLoss(**kw, reduction='sum')(P, Z)
+    assert math.isclose(s.item(), m.item() * 64 * 16 * 16, rel_tol=1e-4)
+    c = PerceptualLoss(**kw, vgg_input='caffe')
+    x = c.caffe_mean.flip(1).expand(1, 3, 4, 4) / 255                   # Caffe's mean pixel (as RGB in [0, 1]) -> input 0
+    feats = c.features(x)[0]
+    assert torch.allclose(feats, c.vgg[:2](torch.zeros(1, 3, 4, 4)), atol=1e-3)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from mde.masks import (MASK_KINDS, OCCLUSIONS, OCCLUSION_BOXES, _coverage, apply_mask, boxes_to_masks,
-                       normalize_boxes, occlusion_mask, sample_boxes, sample_masks)
+from mde.masks import (MASK_KINDS, MAX_ASPECT, OCCLUSIONS, OCCLUSION_BOXES, _coverage, _ratio_bounds, apply_mask,
+                       boxes_to_masks, normalize_boxes, occlusion_mask, sample_boxes, sample_masks)
 
 SIZES = [32, (24, 40), (40, 24), 2, (3, 17)]
 STAT_SIZES = [32, (24, 40)]
@@ -149,14 +149,15 @@ def test_inpaint_drops_S(size, S):
     assert abs((M.sum(1) == 0).double().mean().item() - S) <= (max(H, W) / 2 + 0.5) / (H * W)
 
 
+@pytest.mark.parametrize('max_aspect', [MAX_ASPECT, None])
 @pytest.mark.parametrize('size', STAT_SIZES)
 @pytest.mark.parametrize('S', SS)
-def test_REC_statistics_match_exact_expectation(size, S):
+def test_REC_statistics_match_exact_expectation(size, S, max_aspect):
     "REC drops mean((1-p)^3) and corrupts mean(1-p^3), p = per-pixel coverage of a box (channels independent)."
-    M = sample_masks('rec', 4000, size, S, generator=gen(11))
+    M = sample_masks('rec', 4000, size, S, generator=gen(11), max_aspect=max_aspect)
     kept = M.sum(1)
     dropped, corrupted = (kept == 0).double().mean().item(), (kept < 3).double().mean().item()
-    p = _coverage(size, S)
+    p = _coverage(size, S, max_aspect=max_aspect)
     assert abs(p.mean().item() - S) < 0.01                       # coverage averages to the box area
     assert abs(M.mean().item() - S) < 0.01
     assert abs(dropped - ((1 - p) ** 3).mean().item()) < 0.01
@@ -177,8 +178,8 @@ def test_REC_paper_figures_at_S_0_1(size):
 
 
 def test_random_ratio_and_position_distribution():
-    "Log-uniform aspect ratio (symmetric on a square image) and uniform position over valid offsets."
-    B = sample_boxes('rec', 4000, 64, 0.1, generator=gen(9)).view(-1, 4).double()
+    "max_aspect=None: log-uniform ratio over every ratio that fits (symmetric on a square image), uniform position."
+    B = sample_boxes('rec', 4000, 64, 0.1, generator=gen(9), max_aspect=None).view(-1, 4).double()
     t, l, h, w = B.unbind(-1)
     logr = (w / h).log()
     A = round(0.1 * 64 * 64)
@@ -191,6 +192,118 @@ def test_random_ratio_and_position_distribution():
         rel = (pos + 0.5) / (64 - side + 1)                             # uniform on (0, 1) if pos uniform
         assert abs(rel.mean().item() - 0.5) < 0.02
         assert (rel < 0.2).double().mean().sub(0.2).abs() < 0.03
+
+
+# ---------------------------------------------------------------- the aspect-ratio cap (max_aspect)
+
+def old_random_boxes(m, H, W, S, generator):
+    "The rule before max_aspect existed, written out: log-uniform over every ratio that fits, uniform position."
+    A = min(H * W, max(1, round(S * H * W)))
+    lo, hi = math.log(max(A / H**2, 1 / A)), math.log(min(W**2 / A, A))
+    u = torch.rand(3, m, generator=generator)
+    h = (A / torch.exp(lo + (hi - lo) * u[0])).sqrt().round().clamp(1, H)
+    w = (A / h).round().clamp(1, W)
+    top = torch.minimum((u[1] * (H - h + 1)).floor(), H - h)
+    left = torch.minimum((u[2] * (W - w + 1)).floor(), W - w)
+    return torch.stack([top, left, h, w], -1).long()
+
+
+def box_ratios(B):
+    "w/h of every box of B (..., 4), and the tolerance on log(w/h) from rounding the sides to whole pixels."
+    h, w = B.reshape(-1, 4)[:, 2:].double().T
+    return w / h, 1 / h + 0.5 / w
+
+
+def test_max_aspect_default_is_3():
+    assert MAX_ASPECT == 3.0
+    assert torch.equal(sample_boxes('rec', 50, 64, 0.1, generator=gen(4)),
+                       sample_boxes('rec', 50, 64, 0.1, generator=gen(4), max_aspect=3))
+
+
+@pytest.mark.parametrize('size', [32, 96])
+@pytest.mark.parametrize('S', SS)
+def test_ratio_bounds_at_max_aspect_3(size, S):
+    "log-uniform in [1/3, 3] clipped to what fits ([S, 1/S] on a square image); the drawn boxes fill that range."
+    A = min(size * size, max(1, round(S * size * size)))
+    lo, hi = _ratio_bounds(size, size, A, 3)
+    assert math.isclose(math.exp(lo), max(1 / 3, A / size**2)) and math.isclose(math.exp(hi), min(3, size**2 / A))
+    if S <= 0.3:                                                        # the same range at every S <= 1/3
+        assert math.isclose(lo, -math.log(3)) and math.isclose(hi, math.log(3))
+    for kind in ('rec', 'random'):
+        r, tol = box_ratios(sample_boxes(kind, 2000, size, S, generator=gen(2)))
+        logr = r.log()
+        assert (logr >= lo - tol).all() and (logr <= hi + tol).all()
+        assert logr.min() < lo + 0.1 and logr.max() > hi - 0.1          # both ends are reached
+        u = (logr - lo) / (hi - lo)                                     # ~ uniform on [0, 1] (up to rounding)
+        assert abs(u.mean().item() - 0.5) < 0.05 and abs(u.std().item() - 1 / math.sqrt(12)) < 0.05
+
+
+def test_ratio_bounds_clipping_and_none():
+    for H, W, A in [(32, 32, 102), (96, 96, 922), (24, 40, 192), (10, 100, 500), (17, 63, 500), (2, 2, 1)]:
+        lo0, hi0 = _ratio_bounds(H, W, A)
+        assert (lo0, hi0) == (math.log(max(A / H**2, 1 / A)), math.log(min(W**2 / A, A)))  # None: all that fits
+        assert _ratio_bounds(H, W, A, None) == (lo0, hi0) == _ratio_bounds(H, W, A, math.inf)
+        for a in (1, 1.5, 3, 10):
+            lo, hi = _ratio_bounds(H, W, A, a)
+            assert lo0 <= lo <= hi <= hi0                               # always a ratio that fits
+            if max(lo0, -math.log(a)) <= min(hi0, math.log(a)):         # ranges meet: their intersection
+                assert (lo, hi) == (max(lo0, -math.log(a)), min(hi0, math.log(a)))
+    assert _ratio_bounds(10, 100, 500, 3) == (math.log(5), math.log(5))  # disjoint: the nearest ratio that fits
+    assert _ratio_bounds(96, 96, 922, 1) == (0.0, 0.0)                   # max_aspect 1: squares
+
+
+@pytest.mark.parametrize('size', [32, 96, (24, 40), (17, 63)])
+@pytest.mark.parametrize('S', [0.05, 0.1, 0.3, 0.5, 0.9])
+def test_max_aspect_none_is_the_old_rule_bit_for_bit(size, S):
+    H, W = hw(size)
+    ref = old_random_boxes(3 * 200, H, W, S, gen(6))
+    assert torch.equal(sample_boxes('rec', 200, size, S, generator=gen(6), max_aspect=None), ref.view(200, 3, 4))
+    ref = old_random_boxes(200, H, W, S, gen(6))[:, None].expand(200, 3, 4)
+    assert torch.equal(sample_boxes('random', 200, size, S, generator=gen(6), max_aspect=None), ref)
+    assert torch.equal(sample_boxes('rec', 200, size, S, generator=gen(6), max_aspect=math.inf),
+                       old_random_boxes(3 * 200, H, W, S, gen(6)).view(200, 3, 4))
+
+
+def test_none_draws_strips_the_cap_does_not():
+    r0, _ = box_ratios(sample_boxes('rec', 2000, 96, 0.1, generator=gen(3), max_aspect=None))
+    assert (r0 > 3.5).any() and (r0 < 1 / 3.5).any() and r0.max() > 7 and r0.min() < 1 / 7
+    r, tol = box_ratios(sample_boxes('rec', 2000, 96, 0.1, generator=gen(3)))
+    assert (r.log().abs() <= math.log(3) + tol).all()
+    assert (r <= 3.2).all() and (r >= 1 / 3.2).all()
+    r, tol = box_ratios(sample_boxes('rec', 500, 96, 0.1, generator=gen(3), max_aspect=1))
+    assert (r.log().abs() <= tol).all()                                 # max_aspect=1: squares up to rounding
+
+
+@pytest.mark.parametrize('max_aspect', [3, 1.5, None])
+def test_max_aspect_deterministic_and_same_draws(max_aspect):
+    a = sample_masks('rec', 16, 32, 0.2, generator=gen(8), max_aspect=max_aspect)
+    b = sample_masks('rec', 16, 32, 0.2, generator=gen(8), max_aspect=max_aspect)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sample_masks('rec', 16, 32, 0.2, generator=gen(9), max_aspect=max_aspect))
+    g = gen(8)                                                          # the same number of draws for any cap
+    sample_boxes('rec', 16, 32, 0.2, generator=g, max_aspect=max_aspect)
+    g0 = gen(8)
+    sample_boxes('rec', 16, 32, 0.2, generator=g0, max_aspect=None)
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=g0))
+
+
+def test_max_aspect_changes_rec_and_random_only():
+    for kind in MASK_KINDS:
+        a = sample_boxes(kind, 64, 96, 0.1, generator=gen(5), max_aspect=None)
+        b = sample_boxes(kind, 64, 96, 0.1, generator=gen(5))
+        assert torch.equal(a, b) != (kind in ('random', 'rec')), kind
+
+
+@pytest.mark.parametrize('bad', [0.5, 0, -3, 0.999, float('nan'), -math.inf, 'x', '3', True, False, [3], (3,),
+                                 torch.tensor(3.0)])
+def test_bad_max_aspect(bad):
+    for kind in ('rec', 'random', 'center'):                           # checked for every kind
+        with pytest.raises(ValueError, match=r'max_aspect .*None or a number >= 1'):
+            sample_masks(kind, 2, 32, 0.1, max_aspect=bad)
+        with pytest.raises(ValueError, match='max_aspect'):
+            sample_boxes(kind, 2, 32, 0.1, max_aspect=bad)
+    with pytest.raises(ValueError, match='max_aspect'):
+        _coverage(32, 0.1, max_aspect=bad)
 
 
 def test_random_box_same_in_all_channels_rec_independent():

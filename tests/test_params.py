@@ -339,3 +339,47 @@ def test_mutated_profile_loads_or_names_the_key(tmp_path_factory, target, how, v
     named = _mutate(prof, key, how, value)
     (tmp / 'profiles' / f'{name}.yaml').write_text(yaml.safe_dump(prof))
     _check_mutation(tmp, {**copy.deepcopy(FILE), 'profile': name}, named)
+
+
+# --- the method as the paper writes it: hide-and-seek form, reduction, VGG input, box aspect ratio ------------------
+
+@pytest.mark.parametrize('key, value, said', [
+    ('losses.hns_form', 'flip', "losses.hns_form must be one of ('paper', 'bce')"),
+    ('losses.reduction', 'avg', "losses.reduction must be one of ('mean', 'sum')"),
+    ('losses.vgg_input', 'rgb', "losses.vgg_input must be one of ('torchvision', 'caffe')"),
+    ('losses.hns_real', 'yes', 'losses.hns_real must be true or false'),
+    ('max_aspect', 0.5, 'max_aspect must be null'),
+    ('max_aspect', 'wide', 'max_aspect must be null'),
+])
+def test_method_settings_are_checked(key, value, said):
+    assert said in refused(load_params, PARAMS, {key: value})
+
+
+def test_method_settings_reach_the_networks_and_losses():
+    p = smoke_params({'mask': 'rec', 'losses.hns': 1.0, 'losses.hns_variant': 'alt', 'losses.reduction': 'sum',
+                      'losses.perceptual': 0.1, 'losses.vgg_input': 'caffe', 'max_aspect': None})
+    setup = build(p)
+    assert setup.perceptual.reduction == 'sum' and setup.perceptual.vgg_input == 'caffe'
+    assert load_params(PARAMS)['losses']['hns_form'] == 'paper' and load_params(PARAMS)['max_aspect'] == 3
+
+
+def test_missing_vgg_weights_file_is_refused_before_training(tmp_path):
+    msg = refused(load_params, PARAMS, {'losses.perceptual': 0.1, 'losses.vgg_weights': str(tmp_path / 'vgg.pth')})
+    assert msg.startswith('losses.vgg_weights: no file at') and 'vgg.pth' in msg
+    load_params(PARAMS, {'losses.perceptual': 0, 'losses.vgg_weights': str(tmp_path / 'vgg.pth')})  # unused: no error
+
+
+def test_profiles_may_set_loss_conventions_not_weights(tmp_path):
+    (tmp_path / 'profiles').mkdir()
+    (tmp_path / 'profiles' / 'conv.yaml').write_text('losses: {reduction: sum, preset: paper}\n')
+    (tmp_path / 'profiles' / 'weights.yaml').write_text('losses: {hns: 3}\n')
+    f = params_file(tmp_path, {**copy.deepcopy(FILE), 'profile': 'conv'})
+    p = load_params(f, run='REC10-alt')
+    assert p['losses']['reduction'] == 'sum' and p['losses']['hns'] == 10.0 and p['losses']['adversarial'] == 1e-2
+    assert "may set only the losses' options" in refused(load_params, f, {'profile': 'weights'})
+
+
+def test_paper_profiles_use_the_papers_reading():
+    for name in ('paper-celeba', 'paper-flowers', 'paper-mnist'):
+        L = load_params(PARAMS, {'profile': name}, run='REC10-alt')['losses']
+        assert (L['reduction'], L['hns_form'], L['vgg_weights'], L['perceptual'], L['hns']) == ('sum', 'paper', 'imagenet', 2e-5, 10.0)

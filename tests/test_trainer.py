@@ -412,3 +412,49 @@ def test_short_real_data_runs_at_96px(tmp_path, name, mask):
         assert run['train_data']['n'] == 32 and run['train_data']['img_size'] == 96
     finally:
         shutil.rmtree(data_root, ignore_errors=True)
+
+
+# --- hide-and-seek in the paper's form, R on real images, the paper's scale --------------------------------
+
+def _hns_setup(**over):
+    from mde.params import smoke_params
+    p = smoke_params({'mask': 'rec', 'S': 0.1, 'losses.hns': 1.0, 'losses.hns_variant': 'alt', **over})
+    setup = build(p)
+    src = BatchSource(torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8), 8, p['seed'])
+    return setup, make_batch(setup, src, 0)
+
+
+def test_generator_hns_term_follows_hns_form():
+    from mde.losses import hns_alt_loss
+    from mde.step import generator_terms
+    for form in ('paper', 'bce'):
+        setup, batch = _hns_setup(**{'losses.hns_form': form})
+        Y = torch.rand_like(batch['Z'])
+        with torch.no_grad():
+            got = generator_terms(setup, batch, Y)['hns']
+            r = setup.net('R')(Y).float()
+        assert torch.allclose(got, hns_alt_loss(r, batch['M_alt'], form=form), atol=1e-3), form
+
+
+def test_R_sees_real_images_only_when_asked():
+    "losses.hns_real: R's update also takes the real batch (its BatchNorm statistics see it), else not."
+    calls = {}
+    for real in (False, True):
+        setup, batch = _hns_setup(**{'losses.hns_real': real, 'train.amp': False})
+        seen = []
+        h = setup.net('R').register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+        train_step(setup, batch)
+        h.remove()
+        calls[real] = any(torch.equal(x, batch['Z']) for x in seen)
+    assert calls == {False: False, True: True}
+
+
+def test_reduction_sum_scales_the_l2_terms_by_the_image_size():
+    from mde.step import generator_terms
+    s_mean, batch = _hns_setup(**{'losses.reduction': 'mean'})
+    s_sum, _ = _hns_setup(**{'losses.reduction': 'sum'})
+    Y = torch.rand_like(batch['Z'])
+    with torch.no_grad():
+        a, b = generator_terms(s_mean, batch, Y), generator_terms(s_sum, batch, Y)
+    n = batch['Z'][0].numel()
+    assert math.isclose(b['completion'].item(), a['completion'].item() * n, rel_tol=1e-4)
