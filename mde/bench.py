@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from .build import build, pick_device
+from .build import amp_choice, build, pick_device
 from .params import load_params
 from .provenance import device_name
 from .step import BatchSource, make_batch, step_schedulers, train_step
@@ -154,7 +154,7 @@ def bench_model(model, device, steps, peaks, path='params.yaml', smoke=False, wa
     timed = max(1, steps - warmup)
     s_plain, s_opt = _summary(plain, bs, timed), _summary(opt, bs, timed)
     flops = plain['flops']
-    for s, amp in ((s_plain, False), (s_opt, opt_p['train']['amp'])):
+    for s, amp in ((s_plain, False), (s_opt, amp_choice(opt_p['train']['amp'], device)[0])):
         peak = peaks['bf16' if amp else 'fp32']
         s['tflops_per_s'] = flops / s['s_per_update'] / 1e12
         s['peak_used'] = 'bf16' if amp else 'fp32'
@@ -168,7 +168,8 @@ def bench_model(model, device, steps, peaks, path='params.yaml', smoke=False, wa
     ok, worst_abs, worst_rel = _compare(plain['losses'], opt['losses'])
     n_params = sum(p.numel() for n in setup.nets for p in setup.net(n).parameters())
     return {'model': model, 'img_size': size, 'batch_size': bs, 'parameters': n_params,
-            'optimizations': {k: opt_p['train'][k] for k in OPTIMIZATIONS}, 'steps': steps, 'timed_steps': timed,
+            'optimizations': {k: opt_p['train'][k] for k in OPTIMIZATIONS},
+            'amp_path': amp_choice(opt_p['train']['amp'], device)[1], 'steps': steps, 'timed_steps': timed,
             'flops_per_update': flops, 'plain': s_plain, 'optimized': s_opt,
             'speedup': s_opt['images_per_s'] / s_plain['images_per_s'],
             'losses_match': ok, 'loss_tolerance': f'|optimized - plain| <= {LOSS_ATOL} + {LOSS_RTOL} * |plain|',
@@ -201,7 +202,8 @@ def markdown_table(result):
     for r in result['models']:
         extra = f"; paper schedule (300,000 updates): {r['paper_schedule_hours']:.3g} h" if r['paper_schedule_hours'] else ''
         lines.append(f"- {r['model']}: {r['flops_per_update'] / 1e9:.4g} GFLOP per update, data path "
-                     f"{r['data_images_per_s']:.4g} images/s = {r['data_headroom']:.3g}x what the optimized update consumes{extra}")
+                     f"{r['data_images_per_s']:.4g} images/s = {r['data_headroom']:.3g}x what the optimized update consumes{extra}; "
+                     f"bf16 autocast: {'on' if r['optimized']['peak_used'] == 'bf16' else 'off'} ({r.get('amp_path', 'train.amp')})")
     return '\n'.join(lines) + '\n'
 
 

@@ -7,7 +7,7 @@ __all__ = ['REDUCTIONS', 'VGG_LAYERS', 'VGG_INPUTS', 'HNS_FORMS', 'completion_lo
            'd_adv_loss', 'g_adv_loss', 'hns_seek_loss', 'hns_hide_loss', 'hns_alt_loss', 'hns_coord_loss']
 
 # %% ../nbs/02_losses.ipynb #1ae0a21e
-import os, warnings
+import os
 from pathlib import Path
 
 import torch

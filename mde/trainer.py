@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 import mde
-from .build import barrier, build, init_distributed, pick_device
+from .build import amp_choice, barrier, build, init_distributed, pick_device
 from .checkpoint import find_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .inference import Completer, evaluate, sample_grid, save_model
@@ -163,7 +163,8 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     (out / 'loss_balance.json').write_text(json.dumps(balance, indent=2))
     run = {'run': p.get('run'), 'step': step, 'mde_version': mde.__version__, 'torch_version': torch.__version__,
            'python': platform.python_version(), 'device': device_name(device),
-           'world_size': world, 'amp_bf16': setup.amp, 'git_commit': git_commit(),
+           'world_size': world, 'amp_bf16': setup.amp, 'amp_reason': amp_choice(t.get('amp', 'auto'), device)[1],
+           'git_commit': git_commit(),
            'optimizations': {'amp_bf16': setup.amp, 'channels_last': bool(t.get('channels_last')),
                              'compile': bool(t.get('compile')), 'fused_optimizer': setup.opts[main_net].defaults.get('fused')},
            'code': code_fingerprint(), 'resumed_from_step': start,

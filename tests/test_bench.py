@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mde.bench import BENCH_MODELS, OPTIMIZATIONS, PLAIN, bench_params, main, run_bench
+from mde.build import cpu_has_amx
 from mde.params import SMOKE, load_params, set_param
 from mde.trainer import train
 
@@ -55,7 +56,7 @@ def test_plain_switches_every_optimization_off_and_optimized_is_the_trainers_def
     default = load_params(REPO / 'params.yaml')
     assert not any(plain['train'][k] for k in OPTIMIZATIONS)
     assert {k: opt['train'][k] for k in OPTIMIZATIONS} == {k: default['train'][k] for k in OPTIMIZATIONS}
-    assert default['train']['amp'] and default['train']['fused_optimizer']   # the measured winners are on
+    assert default['train']['amp'] == 'auto' and default['train']['fused_optimizer']   # bf16 where it pays; fused on
     assert opt['model']['fc_dim'] == 4000 and opt['data']['img_size'] == 96 and opt['train']['batch_size'] == 24
     assert all(opt['losses'][k] > 0 for k in ('completion', 'reconstruction', 'perceptual', 'adversarial', 'hns'))
     assert set(PLAIN) == {f'train.{k}' for k in OPTIMIZATIONS}
@@ -66,8 +67,14 @@ def test_run_json_says_which_path_the_trainer_took(tmp_path):
     for k, v in {**SMOKE, 'data.root': str(tmp_path / 'data'), 'train.steps': 2}.items(): set_param(p, k, v)
     train(p, tmp_path / 'run')
     run = json.loads((tmp_path / 'run' / 'run.json').read_text())
-    assert run['optimizations'] == {'amp_bf16': True, 'channels_last': p['train']['channels_last'],
+    amx = cpu_has_amx()                                  # auto: bf16 autocast on a CPU only where it has AMX
+    assert run['optimizations'] == {'amp_bf16': amx, 'channels_last': p['train']['channels_last'],
                                     'compile': False, 'fused_optimizer': True}
+    assert run['amp_bf16'] is amx and run['amp_reason'].startswith('auto: this CPU has ' + ('AMX' if amx else 'no AMX'))
+    set_param(p, 'train.amp', True)                      # forced: bf16 whatever the CPU
+    train(p, tmp_path / 'bf16')
+    run = json.loads((tmp_path / 'bf16' / 'run.json').read_text())
+    assert run['amp_bf16'] is True and run['amp_reason'] == 'train.amp: true (set)'
     set_param(p, 'train.amp', False); set_param(p, 'train.fused_optimizer', False)
     train(p, tmp_path / 'plain')
     run = json.loads((tmp_path / 'plain' / 'run.json').read_text())

@@ -149,7 +149,7 @@ def test_every_run_is_validated_when_the_file_is_read(tmp_path):
     ('train', 'lr_g', '1e-3x', "train.lr_g must be a number > 0, got '1e-3x' (str)"),
     ('train', 'steps', 2.5, 'train.steps must be an integer >= 1'),
     ('train', 'steps', True, 'train.steps must be an integer >= 1, got True (bool)'),
-    ('train', 'amp', 'yes', 'train.amp must be true or false'),
+    ('train', 'amp', 'yes', "train.amp must be true, false or 'auto'"),
     ('train', 'beta2', 1.0, 'train.beta2 must be a number in [0, 1)'),
     ('train', 'device', 'gpu', 'train.device must be auto, cpu, cuda or cuda:N'),
     ('train', 'poly_power', -1, 'train.poly_power must be a number >= 0'),

@@ -103,7 +103,11 @@ def test_pipeline_is_up_to_date_after_repro():
     assert changed == {}, changed
 
 
-# --- reproducibility: the whole pipeline, small, run twice --------------------------------------------------
+# --- reproducibility: the pipeline, small, run twice ---------------------------------------------------------------
+# CI's own `dvc repro` of the whole pipeline is compared with the committed dvc.lock (.ci/run). This test adds
+# run-to-run identity on the machine at hand, on the stages that hold every kind of computation: training with
+# each loss and hide-and-seek variant (the ablation's seven runs), the classifier, a CE run and two study
+# notebooks. Two independent copies run side by side (the stages are mostly process start-up, one core each).
 
 SMALL = {'data': {'img_size': 16, 'limit': 64, 'eval_images': 16},
          'model': {'widths': [8, 16], 'd_widths': [8, 16], 'convs_per_block': 1, 'fc_dim': 32, 'r_base': 4},
@@ -112,6 +116,7 @@ SMALL = {'data': {'img_size': 16, 'limit': 64, 'eval_images': 16},
          'losses': {'vgg_weights': 'random'},
          'studies': {'test_images': 32},
          'scores': {'steps': 10, 'batch_size': 16, 'width': 8}}
+TARGETS = ('ablation', 'occlusion', 'train@CE32')
 
 
 def _small_pipeline(dest):
@@ -130,29 +135,41 @@ def _small_pipeline(dest):
     for cmd in (['git', 'init', '-q'], ['dvc', 'init', '-q']): subprocess.run(cmd, cwd=dest, check=True)
 
 
-def _repro(repo, *args):
-    r = subprocess.run(['dvc', 'repro', *args], cwd=repo, capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return (repo / 'dvc.lock').read_text()
+def _repro_side_by_side(repos, *targets):
+    "`dvc repro` in each repository at once (output to a log file in each: a full pipe would stall it); returns the locks."
+    procs = []
+    for r in repos:
+        with open(r / 'repro.log', 'w') as log:
+            procs.append(subprocess.Popen(['dvc', 'repro', *targets], cwd=r, stdout=log, stderr=subprocess.STDOUT))
+    for r, p in zip(repos, procs):
+        assert p.wait(timeout=1200) == 0, (r / 'repro.log').read_text()[-5000:]
+    return [(r / 'dvc.lock').read_text() for r in repos]
+
+
+def _trained(repo, what):
+    return {f.parent.parent.name: f.read_bytes() for f in (repo / 'outputs' / 'runs').glob(f'*/{what}')}
 
 
 @pytest.mark.skipif(shutil.which('dvc') is None or shutil.which('papermill') is None,
                     reason='needs dvc and papermill (pip install -r requirements.txt)')
 def test_two_repro_runs_give_the_same_lock_metrics_and_tables(tmp_path):
-    """`dvc repro`, then `dvc repro --force` (every stage again, from scratch): the lock file -- the hash of every
-    output, checkpoints, models, metrics, tables and figures included -- is the same byte for byte."""
-    repo = tmp_path / 'repo'
-    _small_pipeline(repo)
-    first = _repro(repo)
-    tables = {f.name: f.read_bytes() for f in (repo / 'outputs').glob('*/*.csv')}
-    metrics = {f.parent.parent.name: f.read_bytes() for f in (repo / 'outputs' / 'runs').glob('*/dvclive/metrics.json')}
-    assert len(metrics) == len(RUNS) and 'grid.csv' in tables and 'ablation.csv' in tables
-    for run in RUNS:                                      # a fresh start: nothing to resume from
-        shutil.rmtree(repo / 'outputs' / 'runs' / run / 'checkpoints')
-    second = _repro(repo, '--force')
-    assert {f.parent.parent.name: f.read_bytes() for f in (repo / 'outputs' / 'runs').glob('*/dvclive/metrics.json')} == metrics
-    assert {f.name: f.read_bytes() for f in (repo / 'outputs').glob('*/*.csv')} == tables
-    assert first == second, 'dvc.lock differs between two runs of the same pipeline'
+    """Two copies of the pipeline reproduce the same stages: their lock files -- the hash of every output,
+    checkpoints, models, metrics, tables and figures included -- hold the same entries (DVC writes them in the
+    order the stages ran, which can differ), and the models, metrics and tables are the same byte for byte."""
+    import yaml
+    repos = [tmp_path / 'one', tmp_path / 'two']
+    for r in repos: _small_pipeline(r)
+    one, two = _repro_side_by_side(repos, *TARGETS)
+    stages = set(yaml.safe_load(one)['stages'])
+    runs = set(side_section('studies', repos[0] / 'params.yaml')['ablation']['runs'].values())
+    assert {'data', 'classifier', 'ablation', 'occlusion', 'train@CE32'} | {f'train@{r}' for r in runs} <= stages
+    metrics = _trained(repos[0], 'dvclive/metrics.json')
+    assert len(metrics) >= len(runs) + 2 and metrics == _trained(repos[1], 'dvclive/metrics.json')
+    assert _trained(repos[0], 'model.pt') == _trained(repos[1], 'model.pt')
+    tables = [{str(f.relative_to(r)): f.read_bytes() for f in (r / 'outputs').glob('*/*.csv')} for r in repos]
+    assert {'outputs/ablation/ablation.csv', 'outputs/occlusion/table3.csv'} <= set(tables[0]) and tables[0] == tables[1]
+    one, two = yaml.safe_load(one)['stages'], yaml.safe_load(two)['stages']     # DVC orders the stages as it ran them
+    assert one == two, f"dvc.lock differs between two runs of the same pipeline at {sorted(k for k in one if one[k] != two.get(k))}"
 
 
 @pytest.mark.skipif(shutil.which('dvc') is None, reason='needs dvc (pip install -r requirements.txt)')
@@ -162,3 +179,77 @@ def test_the_lock_holds_exactly_the_pipelines_stages():
     lock = yaml.safe_load((REPO / 'dvc.lock').read_text())['stages']
     r = subprocess.run(['dvc', 'stage', 'list', '--name-only'], cwd=REPO, capture_output=True, text=True, check=True)
     assert set(lock) == set(r.stdout.split()), set(lock) ^ set(r.stdout.split())
+
+
+# --- dependencies follow the imports ----------------------------------------------------------------------------
+
+def _mde_imports(tree):
+    "The `mde` modules a parsed file imports anywhere (function-level imports too): `from .x`, `from mde.x`, `import mde.x`."
+    import ast
+    found = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or '').split('.')[0] == 'mde'):
+            parts = (n.module or '').split('.')[(0 if n.level else 1):]
+            found |= {parts[0]} if parts and parts[0] else {a.name for a in n.names}
+        elif isinstance(n, ast.Import):
+            found |= {a.name.split('.')[1] for a in n.names if a.name.startswith('mde.')}
+    return {m for m in found if (REPO / 'mde' / f'{m}.py').is_file()}
+
+
+def _import_closure(modules):
+    import ast
+    seen, todo = set(), list(modules)
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m); todo += _mde_imports(ast.parse((REPO / 'mde' / f'{m}.py').read_text()))
+    return seen
+
+
+def _stage_entry_modules(cmd):
+    "The mde modules a stage's command runs: `python -m mde.x`, and what a papermill notebook's code cells import."
+    import ast, re
+    mods = set(re.findall(r'python -m mde\.(\w+)', cmd))
+    for nb in re.findall(r'papermill (\S+\.ipynb)', cmd):
+        cells = json.loads((REPO / nb).read_text())['cells']
+        src = '\n'.join(l for c in cells if c['cell_type'] == 'code' for l in ''.join(c['source']).splitlines()
+                        if not l.lstrip().startswith(('%', '!')))
+        mods |= _mde_imports(ast.parse(src))
+    return mods
+
+
+def _stages():
+    import yaml
+    return {k: v.get('do', v) for k, v in yaml.safe_load((REPO / 'dvc.yaml').read_text())['stages'].items()}
+
+
+def _deps(stage): return {d if isinstance(d, str) else next(iter(d)) for d in stage.get('deps', [])}
+
+
+def test_import_closure_helpers_see_function_level_and_relative_imports():
+    import ast
+    tree = ast.parse("from .masks import a\ndef f():\n    from mde.losses import b\n    import mde.data\nfrom mde import networks\n")
+    assert _mde_imports(tree) == {'masks', 'losses', 'data', 'networks'}
+    assert {'trainer', 'step', 'losses'} <= _import_closure({'trainer'})
+
+
+@pytest.mark.parametrize('name', list(_stages()))
+def test_every_stage_depends_on_every_mde_module_its_command_imports(name):
+    """A stage's `deps` hold every mde/*.py its command imports, directly or through other modules: otherwise a
+    change to that file leaves the stage's outputs stale without a warning."""
+    stage = _stages()[name]
+    need = {f'mde/{m}.py' for m in _import_closure(_stage_entry_modules(stage['cmd']))}
+    assert need, f"{name}: found no mde module in {stage['cmd']!r}"
+    missing = sorted(need - _deps(stage))
+    assert not missing, f"dvc.yaml stage {name!r} reads but does not depend on {missing}"
+
+
+def test_every_study_stage_depends_on_the_models_its_study_reads():
+    "Each study's runs (params.yaml `studies:`) are deps of its stage, so a retrained model re-runs the study."
+    studies, stages = side_section('studies', REPO / 'params.yaml'), _stages()
+    for study in ('grid', 'ablation', 'ce_report', 'probing', 'occlusion', 'figures'):
+        conf = studies[study]
+        runs = set(conf['runs'].values() if isinstance(conf['runs'], dict) else conf['runs'])
+        runs |= set(conf.get('sweep', [])) | set(conf.get('fig1', {}).values())
+        missing = sorted(r for r in runs if f'outputs/runs/{r}/model.pt' not in _deps(stages[study]))
+        assert not missing, f"dvc.yaml stage {study!r} reads the models of {missing} without depending on them"

@@ -1,0 +1,38 @@
+"""mde.build: what `build` makes from parameters; here the precision choice `train.amp` (true | false | auto)."""
+import pytest
+import torch
+
+import mde.build as B
+from mde.params import SMOKE, load_params, set_param
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize('amx', [True, False])
+def test_auto_takes_bf16_on_a_cpu_only_where_it_has_amx(monkeypatch, amx):
+    monkeypatch.setattr(B, 'cpu_has_amx', lambda: amx)
+    use, why = B.amp_choice('auto', 'cpu')
+    assert use is amx and ('has AMX' in why if amx else 'no AMX' in why)
+    assert B.amp_choice('auto', 'cuda') == (True, 'auto: a CUDA GPU')          # a GPU: always bf16 under auto
+    assert B.amp_choice(True, 'cpu')[0] is True and B.amp_choice(False, 'cpu')[0] is False   # forced either way
+
+
+def test_setup_autocasts_as_amp_choice_decides(monkeypatch):
+    p = load_params(REPO / 'params.yaml')
+    for k, v in SMOKE.items(): set_param(p, k, v)
+    assert p['train']['amp'] == 'auto'                                          # the default
+    for amx in (True, False):
+        monkeypatch.setattr(B, 'cpu_has_amx', lambda: amx)
+        setup = B.build(p)
+        assert setup.amp is amx
+        with setup.autocast():
+            y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+        assert y.dtype == (torch.bfloat16 if amx else torch.float32)
+
+
+def test_a_bad_amp_setting_is_refused():
+    with pytest.raises(ValueError, match="train.amp must be true, false or 'auto'"):
+        B.amp_choice('yes', 'cpu')
+    with pytest.raises(ValueError, match="train.amp must be true, false or 'auto'"):
+        load_params(REPO / 'params.yaml', {'train.amp': 'fast'})
