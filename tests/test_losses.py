@@ -152,7 +152,8 @@ def test_imagenet_error_stops_the_trainer_before_training(tmp_path, monkeypatch)
     out = tmp_path / 'run'
     with pytest.raises(SystemExit) as e:
         main(['--out', str(out), '--no-progress', '--set', 'losses.perceptual=0.1', '--set', 'losses.vgg_weights=imagenet',
-              '--set', 'train.steps=2', '--set', 'data.limit=64', '--set', 'model.widths=[8, 16]'])
+              '--set', 'train.steps=2', '--set', 'data.limit=64', '--set', 'model.widths=[8, 16]',
+              '--set', f'data.root={tmp_path}/data'])     # never the repository's data/cache (a DVC output)
     assert 'losses.vgg_weights: imagenet' in str(e.value) and not out.exists()
     with pytest.raises(SystemExit) as e:        # a weights path that does not exist: refused with the parameters
         main(['--out', str(out), '--set', 'losses.perceptual=0.1', '--set', f'losses.vgg_weights={tmp_path}/no.pth'])
