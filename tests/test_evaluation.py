@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import mde.evaluation as ev  # noqa: E402  (not `from ... import test_masks`: pytest would see a test function)
-from mde.masks import sample_masks  # noqa: E402
+from mde.masks import OCCLUSIONS, occlusion_mask, sample_masks  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
@@ -487,3 +487,14 @@ def test_module_import_is_light():
     code = "import sys, mde.evaluation; print('matplotlib' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ['False', 'False']
+
+
+def test_occlusion_scenarios_are_the_fixed_face_boxes():
+    for occ in OCCLUSIONS:
+        assert ev.parse_scenario(occ) == (occ, None)
+        M = ev.test_masks(occ, 5, 32)
+        assert torch.equal(M, occlusion_mask(occ, 32).expand(5, 3, 32, 32))
+    with pytest.raises(ValueError, match='aligned'):
+        ev.test_masks('mouth', 2, (32, 28))
+    with pytest.raises(ValueError, match='at least 16'):
+        ev.test_masks('right_eye', 2, 12)

@@ -509,3 +509,11 @@ def test_bad_occlusion_and_helpers():
         boxes_to_masks(torch.zeros(2, 3, 4, dtype=torch.long), (0, 32))
     with pytest.raises(ValueError, match='tensors'):
         apply_mask([1.0], torch.ones(1))
+
+
+def test_square_holes_are_half_the_side_anywhere():
+    g = torch.Generator().manual_seed(0)
+    M = sample_masks('square', 400, 32, 0.25, generator=g)
+    assert (M == 0).flatten(1).sum(1).eq(3 * 16 * 16).all()           # a 16x16 hole in every channel
+    rows = (M[:, 0] == 0).any(2).float().argmax(1)                      # first hidden row: spread over 0..16
+    assert rows.min() == 0 and rows.max() == 16 and len(rows.unique()) > 12
