@@ -1,10 +1,11 @@
 """mde.build: what `build` makes from parameters; here the precision choice `train.amp` (true | false | auto)."""
+from pathlib import Path
+
 import pytest
 import torch
 
 import mde.build as B
 from mde.params import SMOKE, load_params, set_param
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 

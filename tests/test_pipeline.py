@@ -1,13 +1,17 @@
 """Checks of what `dvc repro` produced (CI runs `dvc repro` before the tests; these skip, saying so, in a checkout
 where the pipeline has not been run): every named run trained and learned, the studies wrote their tables and
 figures, and the pipeline is up to date afterwards (re-running it would change nothing)."""
+import ast
 import csv
 import json
+import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import shrink_ce_runs
 
 from mde.params import run_names, side_section
@@ -29,7 +33,6 @@ def test_every_run_learned(run):
 
 @ran
 def test_ce_report_outputs():
-    import math
     st = side_section('studies', REPO / 'params.yaml')['ce_report']
     out = REPO / 'outputs' / 'ce_report'
     for f in ('table1.md', 'table1_long.csv', 'section3_3.md', 'loss_curves.csv', 'sweep_mse.md', 'provenance.json',
@@ -71,7 +74,6 @@ def test_grid_and_ablation_outputs():
 
 @ran
 def test_probing_occlusion_figures_and_report_outputs():
-    import re
     st = side_section('studies', REPO / 'params.yaml')
     out = REPO / 'outputs'
     for f in ('probing/table1.md', 'probing/table2.md', 'probing/fig_probing.png', 'probing/provenance.json',
@@ -121,7 +123,6 @@ TARGETS = ('ablation', 'occlusion', 'train@CE32')
 
 def _small_pipeline(dest):
     "A copy of the pipeline (code, stages, notebooks, params with SMALL sizes) in its own git + DVC repository."
-    import yaml
     dest.mkdir()
     for f in ('dvc.yaml', 'data.dvc', 'params.yaml', '.dvcignore'): shutil.copy2(REPO / f, dest / f)
     for d in ('mde', 'profiles'): shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns('__pycache__'))
@@ -156,7 +157,6 @@ def test_two_repro_runs_give_the_same_lock_metrics_and_tables(tmp_path):
     """Two copies of the pipeline reproduce the same stages: their lock files -- the hash of every output,
     checkpoints, models, metrics, tables and figures included -- hold the same entries (DVC writes them in the
     order the stages ran, which can differ), and the models, metrics and tables are the same byte for byte."""
-    import yaml
     repos = [tmp_path / 'one', tmp_path / 'two']
     for r in repos: _small_pipeline(r)
     one, two = _repro_side_by_side(repos, *TARGETS)
@@ -175,7 +175,6 @@ def test_two_repro_runs_give_the_same_lock_metrics_and_tables(tmp_path):
 @pytest.mark.skipif(shutil.which('dvc') is None, reason='needs dvc (pip install -r requirements.txt)')
 def test_the_lock_holds_exactly_the_pipelines_stages():
     "No stale entry (a stage since renamed or removed) survives in dvc.lock: `dvc repro` never deletes one."
-    import yaml
     lock = yaml.safe_load((REPO / 'dvc.lock').read_text())['stages']
     r = subprocess.run(['dvc', 'stage', 'list', '--name-only'], cwd=REPO, capture_output=True, text=True, check=True)
     assert set(lock) == set(r.stdout.split()), set(lock) ^ set(r.stdout.split())
@@ -185,7 +184,6 @@ def test_the_lock_holds_exactly_the_pipelines_stages():
 
 def _mde_imports(tree):
     "The `mde` modules a parsed file imports anywhere (function-level imports too): `from .x`, `from mde.x`, `import mde.x`."
-    import ast
     found = set()
     for n in ast.walk(tree):
         if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or '').split('.')[0] == 'mde'):
@@ -197,7 +195,6 @@ def _mde_imports(tree):
 
 
 def _import_closure(modules):
-    import ast
     seen, todo = set(), list(modules)
     while todo:
         m = todo.pop()
@@ -208,7 +205,6 @@ def _import_closure(modules):
 
 def _stage_entry_modules(cmd):
     "The mde modules a stage's command runs: `python -m mde.x`, and what a papermill notebook's code cells import."
-    import ast, re
     mods = set(re.findall(r'python -m mde\.(\w+)', cmd))
     for nb in re.findall(r'papermill (\S+\.ipynb)', cmd):
         cells = json.loads((REPO / nb).read_text())['cells']
@@ -219,7 +215,6 @@ def _stage_entry_modules(cmd):
 
 
 def _stages():
-    import yaml
     return {k: v.get('do', v) for k, v in yaml.safe_load((REPO / 'dvc.yaml').read_text())['stages'].items()}
 
 
@@ -227,7 +222,6 @@ def _deps(stage): return {d if isinstance(d, str) else next(iter(d)) for d in st
 
 
 def test_import_closure_helpers_see_function_level_and_relative_imports():
-    import ast
     tree = ast.parse("from .masks import a\ndef f():\n    from mde.losses import b\n    import mde.data\nfrom mde import networks\n")
     assert _mde_imports(tree) == {'masks', 'losses', 'data', 'networks'}
     assert {'trainer', 'step', 'losses'} <= _import_closure({'trainer'})
