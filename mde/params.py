@@ -276,9 +276,16 @@ def run_names(path='params.yaml', section=None):
 
 _UNSCORED_STUDIES = ('probing', 'figures')   # studies that score no test scenario: `tests` may be left out
 _STUDY_KEYS = ('runs', 'tests', 'sweep', 'train_images', 'probe', 'fig1')
-PROBE_DEFAULTS = {'steps': 5000, 'batch_size': 16, 'lr': 1e-3, 'held_out': 0.2, 'fit_images': None}
+# Table 1's probe, two readings (mde.probing): `frozen` fits linear heads on the frozen FC features (steps, batch_size,
+# lr); `finetune` trains the truncated encoder together with both heads (finetune_steps at batch_size, finetune_lr;
+# 0 steps: not run). The paper: 5000 updates at batch 16, and it does not say whether the encoder is frozen.
+# `claims`: the reading the claims table reports.
+PROBE_DEFAULTS = {'steps': 5000, 'batch_size': 16, 'lr': 1e-3, 'held_out': 0.2, 'fit_images': None,
+                  'finetune_steps': 5000, 'finetune_lr': 1e-4, 'claims': 'frozen'}
 _PROBE_RULES = {'steps': _int(1), 'batch_size': _int(1), 'lr': _num('a number > 0', lambda x: x > 0),
-                'held_out': _num('a fraction in (0, 1)', lambda x: 0 < x < 1), 'fit_images': _int(2, null=True)}
+                'held_out': _num('a fraction in (0, 1)', lambda x: 0 < x < 1), 'fit_images': _int(2, null=True),
+                'finetune_steps': _int(0), 'finetune_lr': _num('a number > 0', lambda x: x > 0),
+                'claims': _choice(('frozen', 'finetune'))}
 
 
 def _check_run_names(key, rs, runs, path):
