@@ -28,7 +28,7 @@ def study_project(tmp_path_factory):
     conf['data']['root'] = str(tmp / 'data')
     conf['studies']['test_images'] = 24
     conf['studies']['probing']['runs'] = ['Col1', 'REC10']          # two of the grid's, to keep it short
-    conf['studies']['probing']['probe'] = {'steps': 60, 'batch_size': 16}
+    conf['studies']['probing']['probe'] = {'steps': 60, 'batch_size': 16, 'finetune_steps': 30}
     path = tmp / 'params.yaml'
     path.write_text(yaml.safe_dump(conf, sort_keys=False))
     st = side_section('studies', path)

@@ -157,6 +157,32 @@ def test_download_failure_message(tmp_path, monkeypatch):
     assert 'Google Drive' in msg and 'Too many users' in msg and 'source=' in msg and 'mmlab' in msg
 
 
+def test_faces_cpu_profile_without_data(tmp_path):
+    "`--prepare-only` with the faces-cpu profile and no CelebA: one error, naming the files and the folders searched."
+    import subprocess, sys
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != 'MDE_DEBUG'}
+    def prepare(*sets):
+        cmd = [sys.executable, '-m', 'mde.trainer', '--prepare-only', '--set', 'profile=faces-cpu',
+               '--set', f'data.root={tmp_path / "root"}', *[a for s in sets for a in ('--set', s)]]
+        return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    r = prepare()
+    err = r.stderr
+    assert r.returncode == 2 and r.stdout == '', (r.returncode, r.stdout, err)
+    assert 'Traceback' not in err and err.count('error:') == 1 and 'mde-train: error: no \'celeba\' data found.' in err
+    assert 'img_align_celeba' in err and str(tmp_path / 'root' / 'raw' / 'celeba') in err
+    assert 'celeba-subset.tar.gz' in err and 'source=' in err and 'Searched source' not in err
+    if SHARED is not None: assert f"try source={str(SHARED)!r}" in err           # the shared copy is only suggested
+    assert not (tmp_path / 'root').exists()                                         # nothing written
+    empty = tmp_path / 'empty'; empty.mkdir()
+    r = prepare(f'data.source={empty}')
+    err = r.stderr
+    assert r.returncode == 2 and 'Traceback' not in err and err.count('error:') == 1, (r.returncode, err)
+    assert f'Searched source={empty}: neither the official files nor an archive found' in err
+    assert 'img_align_celeba' in err and str(tmp_path / 'root' / 'raw' / 'celeba') in err
+    assert 'Shared working copies' not in err and not list(empty.iterdir())
+
+
 # ---------------------------------------------------------------- CIFAR-10 layouts (fake files)
 
 def _cifar_batches(d, n=4, seed=0):
@@ -478,6 +504,116 @@ def test_celeba_without_partition_and_landmarks(tmp_path):
     assert 'landmarks' not in ds[0] and 'landmarks' in ' '.join(ds.info['missing'])
     train, _ = _quiet_load('celeba', 'train', root=tmp_path / 'root', source=src, limit=2)
     assert len(train) == 2 and train.info['n_available'] == 4
+
+
+_LM_HEADER = ('lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x '
+              'rightmouth_y')
+
+
+def _write_landmarks(path, rows):
+    "A landmark file in the official format: a count line, the header, then `name v1 ... v10` ({name: values or text})."
+    body = ''.join(f"{n} {v if isinstance(v, str) else ' '.join(map(str, v))}\n" for n, v in rows.items())
+    path.write_text(f'{len(rows)}\n{_LM_HEADER}\n{body}')
+
+
+def test_celeba_detected_landmarks_stand_in(tmp_path):
+    src = _fake_celeba(tmp_path / 'CelebA')
+    names = ['000001.jpg', '000002.jpg', '000003.jpg', '000004.jpg', '000005.jpg', '162771.jpg', '182638.jpg']
+    shifted = {n: [v + 3 * k for v in MEAN_LM] for k, n in enumerate(names)}        # row k: MEAN_LM + 3k
+    (src / 'list_landmarks_align_celeba.txt').rename(src / 'list_landmarks_align_celeba_mtcnn.txt')
+    _write_landmarks(src / 'list_landmarks_align_celeba_mtcnn.txt', shifted)
+    ds, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)
+    assert ds.info['landmarks'] == {'file': 'list_landmarks_align_celeba_mtcnn.txt', 'kind': 'detected'}
+    assert len(ds) == 4 and not any('no landmarks' in m or 'landmarks missing' in m for m in msgs)
+    assert 'bad_rows' not in ds.info
+    assert torch.allclose(ds.extras['landmarks'], celeba_to_crop(torch.tensor([shifted[n] for n in names[:4]]), 96))
+    assert ds[2]['landmarks'].shape == (10,)
+    again, _ = _quiet_load('celeba', root=tmp_path / 'root', source=src)               # the record survives the cache
+    assert again.info['from_cache'] and again.info['landmarks'] == ds.info['landmarks']
+    # both files: the official (annotated) one wins, whatever the stand-in says
+    _write_landmarks(src / 'list_landmarks_align_celeba.txt', {n: MEAN_LM for n in names})
+    both, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)
+    assert not both.info['from_cache']
+    assert both.info['landmarks'] == {'file': 'list_landmarks_align_celeba.txt', 'kind': 'annotated'}
+    assert torch.allclose(both.extras['landmarks'], celeba_to_crop(MEAN_LM, 96).expand(4, 10))
+    assert D.LANDMARK_FILES == {'list_landmarks_align_celeba.txt': 'annotated',
+                                'list_landmarks_align_celeba_mtcnn.txt': 'detected'}
+    # no landmark file at all: no record of one
+    for f in D.LANDMARK_FILES: (src / f).unlink()
+    none, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)
+    assert 'landmarks' not in none.info and 'landmarks' not in none.extras and any('no landmarks' in m for m in msgs)
+
+
+def test_celeba_malformed_annotation_rows(tmp_path):
+    src = _fake_celeba(tmp_path / 'CelebA')
+    names = ['000001.jpg', '000002.jpg', '000003.jpg', '000004.jpg', '000005.jpg', '162771.jpg', '182638.jpg']
+    rows = {n: MEAN_LM for n in names}
+    rows['000002.jpg'] = MEAN_LM[:9]                                                    # 9 numbers
+    rows['000003.jpg'] = ' '.join(map(str, MEAN_LM[:4] + ['x'] + MEAN_LM[5:]))          # 10 columns, one not a number
+    _write_landmarks(src / 'list_landmarks_align_celeba.txt', rows)
+    attr = (src / 'list_attr_celeba.txt').read_text().splitlines()
+    assert attr[3].startswith('000002.jpg ')
+    attr[3] += ' 1'                                                                     # 41 values: one too many
+    (src / 'list_attr_celeba.txt').write_text('\n'.join(attr) + '\n')
+    ds, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)
+    assert len(ds) == 4
+    lm = ds.extras['landmarks']
+    assert lm[1].isnan().all() and lm[2].isnan().all()                                  # the bad rows: NaN
+    assert torch.allclose(lm[[0, 3]], celeba_to_crop(MEAN_LM, 96).expand(2, 10))        # the others intact
+    bad = ds.info['bad_rows']
+    assert bad['landmarks'] == {'file': 'list_landmarks_align_celeba.txt', 'n': 2, 'names': ['000002.jpg', '000003.jpg']}
+    assert bad['attributes'] == {'file': 'list_attr_celeba.txt', 'n': 1, 'names': ['000002.jpg']}
+    said = [m for m in ds.info['missing'] if 'list_landmarks_align_celeba.txt' in m and 'skipped' in m]
+    assert len(said) == 1 and '2 row(s)' in said[0] and '000002.jpg' in said[0] and '000003.jpg' in said[0]
+    assert '000001.jpg' not in said[0] and '000004.jpg' not in said[0]
+    said = [m for m in ds.info['missing'] if 'list_attr_celeba.txt' in m and 'skipped' in m]
+    assert len(said) == 1 and '1 row(s)' in said[0] and '000002.jpg' in said[0] and '000001.jpg' not in said[0]
+    assert any('000002.jpg' in m and '000003.jpg' in m and 'skipped' in m for m in msgs)   # and it is warned
+    attrs = ds.extras['attrs']
+    assert attrs[1].isnan().all() and attrs[2:].isnan().all()                           # bad row; rows absent
+    assert set(attrs[0].tolist()) == {0.0, 1.0} and attrs[0, 0] == 1 and attrs[0, 1] == 0   # the good row intact
+    assert ds.extras['identity'].tolist() == [100, 101, 102, 103]
+    again, msgs = _quiet_load('celeba', root=tmp_path / 'root', source=src)             # from the cache: the same
+    assert again.info['from_cache'] and again.info['bad_rows'] == bad
+    assert any('000002.jpg' in m and '000003.jpg' in m and 'skipped' in m for m in msgs)
+
+
+def test_loose_file_beside_the_archive_reaches_the_data(tmp_path):
+    tree = tmp_path / 'tree'
+    fake = _fake_celeba(tree / 'celeba')                                   # the shared archive's layout: celeba/...
+    (fake / 'list_landmarks_align_celeba.txt').unlink()
+    names = ['000001.jpg', '000002.jpg', '000003.jpg', '000004.jpg']
+    src = tmp_path / 'source'; src.mkdir()
+    _tar_gz(src / 'celeba-subset.tar.gz', tree)
+    root = tmp_path / 'root'
+    first, msgs = _quiet_load('celeba', root=root, source=src)
+    assert 'landmarks' not in first.extras and 'landmarks' not in first.info and any('no landmarks' in m for m in msgs)
+    where = root / 'raw' / 'celeba' / 'celeba'
+    assert first.info['source'] == str(where) and not (where / 'list_landmarks_align_celeba_mtcnn.txt').exists()
+    assert _quiet_load('celeba', root=root, source=src)[0].info['from_cache']
+    # the stand-in landmark file is put beside the archive later: the next load brings it in, and decodes again
+    _write_landmarks(src / 'list_landmarks_align_celeba_mtcnn.txt', {n: MEAN_LM for n in names})
+    second, msgs = _quiet_load('celeba', root=root, source=src)
+    assert not second.info['from_cache'] and second.info['cache'] != first.info['cache']
+    assert second.info['landmarks'] == {'file': 'list_landmarks_align_celeba_mtcnn.txt', 'kind': 'detected'}
+    assert torch.allclose(second.extras['landmarks'], celeba_to_crop(MEAN_LM, 96).expand(4, 10))
+    assert not any('no landmarks' in m or 'landmarks missing' in m for m in msgs)
+    assert torch.equal(second.images, first.images)
+    assert (where / 'list_landmarks_align_celeba_mtcnn.txt').read_bytes() == \
+        (src / 'list_landmarks_align_celeba_mtcnn.txt').read_bytes()
+    assert _quiet_load('celeba', root=root, source=src)[0].info['from_cache']
+    # a file already there is never overwritten by the one beside the archive
+    _write_landmarks(src / 'list_landmarks_align_celeba_mtcnn.txt', {n: [v + 1 for v in MEAN_LM] for n in names})
+    third, _ = _quiet_load('celeba', root=root, source=src)
+    assert third.info['from_cache'] and torch.allclose(third.extras['landmarks'], second.extras['landmarks'])
+    # a folder of official files used in place inside `source` is never written to
+    inplace = tmp_path / 'inplace'; shutil.copytree(tree, inplace)
+    shutil.copy(src / 'list_landmarks_align_celeba_mtcnn.txt', inplace)
+    before = sorted(p.name for p in (inplace / 'celeba').iterdir())
+    used, msgs = _quiet_load('celeba', root=tmp_path / 'root2', source=inplace)
+    assert used.info['source'] == str(inplace / 'celeba') and sorted(p.name for p in (inplace / 'celeba').iterdir()) == before
+    assert 'landmarks' not in used.extras and any('no landmarks' in m for m in msgs)
+    assert not (tmp_path / 'root2' / 'raw').exists()
 
 
 # ---------------------------------------------------------------- download from a mirror (a loopback HTTP server)
@@ -852,9 +988,22 @@ def test_cifar10_archive(shared_root):
     assert again.info['from_cache'] and torch.equal(again.images, ds.images)
 
 
+@pytest.fixture(scope='session')
+def celeba_archive_alone(tmp_path_factory):
+    "(source, root): a folder holding only the shared CelebA archive (and SHA256SUMS), and a fresh root extracted from it."
+    if SHARED is None: pytest.skip('../shared/data not here')
+    alone = tmp_path_factory.mktemp('celeba-alone')
+    for f in ('celeba-subset.tar.gz', 'SHA256SUMS'): (alone / f).symlink_to(SHARED / f)
+    root = _scratch_root(tmp_path_factory)
+    yield alone, root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @needs_shared
-def test_celeba_subset(shared_root):
-    ds, msgs = _quiet_load('celeba', root=shared_root, source=SHARED, limit=64)
+def test_celeba_subset(celeba_archive_alone):
+    "The archive alone (no landmark file beside it): attributes, identities, no landmarks."
+    alone, root = celeba_archive_alone
+    ds, msgs = _quiet_load('celeba', root=root, source=alone, limit=64)
     assert any('no landmarks' in m for m in msgs) and any('158211 of 162770 images listed' in m for m in msgs)
     assert ds.images.shape == (64, 3, 96, 96)
     assert ds.info['n_listed'] == 162770 and ds.info['n_available'] == 4559
@@ -862,13 +1011,50 @@ def test_celeba_subset(shared_root):
     item = ds[0]
     assert item['attrs'].shape == (40,) and set(ds.extras['attrs'].unique().tolist()) == {0.0, 1.0}
     assert 'landmarks' not in item and any('landmarks' in m for m in ds.info['missing'])
+    assert 'landmarks' not in ds.info and 'bad_rows' not in ds.info
     assert ds.info['attr_names'][:2] == ['5_o_Clock_Shadow', 'Arched_Eyebrows'] and len(ds.info['attr_names']) == 40
     assert (ds.extras['identity'] >= 1).all() and torch.equal(ds.labels, ds.extras['identity'])
     face = ds.images.float().mean(0)                   # the mean face: the centre is brighter than the corners
     assert face[:, 40:60, 35:60].mean() > face[:, :10, :10].mean() + 20
-    test, msgs = _quiet_load('celeba', 'test', root=shared_root, source=SHARED, limit=16)
+    test, msgs = _quiet_load('celeba', 'test', root=root, source=alone, limit=16)
     assert len(test) == 16 and 'attrs' not in test[0] and any('no attributes' in m for m in msgs)
     assert test.info['n_available'] == 4640
+    assert not (root / 'raw' / 'celeba' / 'celeba' / 'list_landmarks_align_celeba_mtcnn.txt').exists()
+
+
+@needs_shared
+def test_celeba_subset_detected_landmarks(shared_root):
+    "The shared folder: the archive and, beside it, MTCNN's detected landmarks for all but 7 of its faces."
+    lm_name = 'list_landmarks_align_celeba_mtcnn.txt'
+    ds, msgs = _quiet_load('celeba', root=shared_root, source=SHARED, limit=256)
+    where = Path(ds.info['source'])
+    assert where == shared_root / 'raw' / 'celeba' / 'celeba'
+    assert (where / lm_name).read_bytes() == (SHARED / lm_name).read_bytes()
+    assert ds.info['landmarks'] == {'file': lm_name, 'kind': 'detected'}
+    assert not any('no landmarks' in m for m in msgs) and 'bad_rows' not in ds.info
+    rows, _ = D._read_table(SHARED / lm_name)
+    on_disk = set(os.listdir(where / 'img_align_celeba'))
+    assert set(rows) <= on_disk and len(on_disk) == 9199 and len(on_disk - set(rows)) <= 7   # all but at most 7 faces
+    lm, size = ds.extras['landmarks'], ds.images.shape[-1]
+    assert lm.shape == (256, 10) and ds.info['n_corrupt'] == 0
+    # NaN exactly for the loaded faces the file lacks (at most 7): the others hold the file's points, in crop pixels
+    part, _ = D._read_table(where / 'list_eval_partition.txt')
+    names = [n for n, v in part.items() if v.strip() == '0' and n in on_disk]
+    names = [names[i] for i in (np.arange(256) * len(names)) // 256]
+    absent = torch.tensor([n not in rows for n in names])
+    assert len(names) == 256 and absent.sum() <= 7 and torch.equal(lm.isnan().any(1), absent)
+    assert torch.equal(lm.isnan().all(1), absent)
+    have = ~absent
+    expect = celeba_to_crop(torch.tensor([[float(v) for v in rows[n].split()] for n in names if n in rows]), size)
+    assert torch.allclose(lm[have], expect)
+    assert ((lm[have] >= 0) & (lm[have] <= size)).all()                                 # inside the image
+    mean = lm[have].mean(0)
+    assert mean[0] < mean[2] and mean[6] < mean[8]                          # left eye / mouth x < right eye / mouth x
+    assert mean[1] < mean[5] < mean[7]                                                    # eyes above nose above mouth
+    if absent.any(): assert any(f'absent from {lm_name}' in m for m in ds.info['missing'])
+    test, msgs = _quiet_load('celeba', 'test', root=shared_root, source=SHARED, limit=32)
+    assert test.info['landmarks']['kind'] == 'detected' and test.extras['landmarks'].shape == (32, 10)
+    assert (~test.extras['landmarks'].isnan().any(1)).sum() >= 32 - 7
 
 
 @needs_shared

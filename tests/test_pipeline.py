@@ -81,16 +81,21 @@ def test_probing_occlusion_figures_and_report_outputs():
               'figures/fig1_ablation.png', 'figures/fig5_completions.png', 'figures/fig6_samples.png',
               'report/index.html'):
         assert (out / f).stat().st_size > 0, f
-    t1 = list(csv.DictReader(open(out / 'probing' / 'table1_long.csv')))
-    assert [r['run'] for r in t1] == [''] + st['probing']['runs']
-    assert all(0 <= float(r['class_error']) <= 100 for r in t1)
-    assert min(float(r['class_error']) for r in t1[1:]) < float(t1[0]['class_error'])   # some encoder beats random weights
+    long = list(csv.DictReader(open(out / 'probing' / 'table1_long.csv')))
+    assert all(0 <= float(r['class_error']) <= 100 for r in long)
+    blind = float(next(r for r in long if r['probe'] == 'none')['class_error'])
+    for how in ('frozen', 'finetune'):                   # both readings, each with its own random-weights row
+        t1 = [r for r in long if r['probe'] == how]
+        assert [r['run'] for r in t1] == [''] + st['probing']['runs']
+        assert min(float(r['class_error']) for r in t1[1:]) < float(t1[0]['class_error'])   # some encoder beats random
+        assert max(float(r['class_error']) for r in t1) < blind                  # every encoder beats the image-blind guess
     occ = list(csv.DictReader(open(out / 'occlusion' / 'occlusion.csv')))
     fill = {r['scenario']: float(r['psnr_missing']) for r in occ if r['model'] == 'mean-colour fill'}
     for r in occ:                                        # both models beat the mean-colour fill in every box
         if r['model'] in st['occlusion']['runs']: assert float(r['psnr_missing']) > fill[r['scenario']], r
     page = (out / 'report' / 'index.html').read_text()
     for folder in ('grid', 'ablation', 'ce_report', 'probing', 'occlusion', 'figures'): assert f'id="{folder}"' in page
+    assert page.index('id="claims"') < page.index('id="grid"') and '<td class="not' not in page   # every claim tested
     studies = [f.parent for f in out.glob('*/provenance.json')]
     assert page.count('data:image/png;base64,') == sum(len(list(f.glob('*.png'))) for f in studies) > 10
     assert '<script' not in page and not re.search(r'(src|href)="https?:', page)

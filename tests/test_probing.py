@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mde.data import ImageDataset
-from mde.probing import (PAPER_TABLE1, RANDOM, encoder_features, probe_data, probe_model, probe_targets, random_model)
+from mde.probing import (PAPER_TABLE1, RANDOM, TRIVIAL, encoder_features, probe_data, probe_model, probe_targets,
+                         random_model)
 from mde.studies import load_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +43,19 @@ def test_the_encoder_stays_frozen_and_random_weights_are_seeded(study_project):
 def test_probing_study_tables(study_project, probed):
     tmp, path, st = study_project
     rows = probed
-    assert [r['model'] for r in rows] == [RANDOM, *st['probing']['runs']]
+    models = [RANDOM, *st['probing']['runs']]
+    assert [(r['model'], r['probe']) for r in rows] == [(TRIVIAL, 'none')] + [(m, p) for m in models for p in ('frozen', 'finetune')]
+    trivial = rows[0]                              # one class for every image: wrong on most of the ten digits
+    assert trivial['class_error'] > 50 and trivial['run'] is None
+    assert all(r['class_error'] < trivial['class_error'] for r in rows if r['probe'] == 'finetune')
     t1 = list(csv.DictReader(open(tmp / 'probing' / 'table1.csv')))
-    assert t1[0]['pretraining'] == 'Random weights' and t1[0]['attributes (paper)'] == str(PAPER_TABLE1[0][4])
+    assert [r['probe'] for r in t1] == ['none'] + ['frozen'] * len(models)
+    assert t1[0]['pretraining'] == TRIVIAL and t1[0]['attributes (paper)'] == '-'
+    assert t1[1]['pretraining'] == 'Random weights' and t1[1]['attributes (paper)'] == str(PAPER_TABLE1[0][4])
+    tuned = list(csv.DictReader(open(tmp / 'probing' / 'table1_finetune.csv')))
+    assert [r['probe'] for r in tuned] == ['none'] + ['finetune'] * len(models)
+    frozen = {r['model']: r for r in rows if r['probe'] == 'frozen'}
+    assert any(r['class_error'] != frozen[r['model']]['class_error'] for r in rows if r['probe'] == 'finetune')
     assert all(r['landmarks (ours, px)'] == 'n/a' for r in t1)               # digits have no landmarks: n/a, not 0
     md = (tmp / 'probing' / 'table1.md').read_text()
     assert 'probed: class' in md and 'not comparable' in md
@@ -52,6 +63,8 @@ def test_probing_study_tables(study_project, probed):
     assert '9.17' in t2 and 'ours:' in t2
     prov = json.loads((tmp / 'probing' / 'provenance.json').read_text())
     assert prov['tasks'] == ['class'] and prov['settings']['steps'] == 60 and prov['models']['REC10']['step'] == 6
+    assert prov['readings'] == ['frozen', 'finetune'] and prov['claims_probe'] == 'frozen'
+    assert prov['settings']['finetune_steps'] == 30 and 'fine-tuned probe: the encoder' in md
     assert (tmp / 'probing' / 'fig_probing.png').stat().st_size > 0
 
 
@@ -61,6 +74,23 @@ def test_probe_data_on_the_shared_celeba_holds_out_attributed_training_faces(tmp
     d = {'name': 'celeba', 'root': str(tmp_path), 'source': str(REPO.parent / 'shared' / 'data'), 'img_size': 32,
          'limit': 400}
     data = probe_data(d, held_out=0.25, test_images=16)
-    assert data['tasks'] == ['attributes'] and 'held-out' in data['how']
-    assert len(data['eval'][0]) == 100 and len(data['fit'][0]) == 300
+    assert data['tasks'] == ['attributes', 'landmarks'] and 'held-out' in data['how']    # MTCNN's landmarks beside it
+    n = len(data['eval'][0]) + len(data['fit'][0])
+    assert 398 <= n <= 400 and len(data['eval'][0]) == round(n * 0.25)    # at most 2 of the subset have no landmarks
     assert not torch.isnan(data['eval'][1]['attributes']).all()
+    assert any('detected by MTCNN' in x for x in data['notes'])
+
+
+def test_probe_targets_name_the_landmark_file_and_count_what_is_left_out():
+    lm = torch.rand(4, 10) * 32
+    lm[1] = float('nan')
+    info = {'name': 'celeba', 'split': 'train', 'bad_rows': {'landmarks': {'n': 1}},
+            'landmarks': {'file': 'list_landmarks_align_celeba_mtcnn.txt', 'kind': 'detected'}}
+    ds = ImageDataset(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.full((4,), -1), {'landmarks': lm}, info)
+    t, notes = probe_targets(ds)
+    assert torch.allclose(t['landmarks'], lm / 32, equal_nan=True)
+    text = ' '.join(notes)
+    assert '1 of 4 images without landmarks (1 malformed row(s) skipped' in text
+    assert 'list_landmarks_align_celeba_mtcnn.txt, detected by MTCNN' in text and 'not annotated' in text
+    ds.info['landmarks'] = {'file': 'list_landmarks_align_celeba.txt', 'kind': 'annotated'}
+    assert 'detected' not in ' '.join(probe_targets(ds)[1])

@@ -19,6 +19,11 @@ def test_figures_and_the_offline_report(study_project, probed):
     assert '<script' not in page and not re.search(r'(src|href)="https?:', page)
     assert 'REC10 @ 6' in page and 'test mask seed: 2024' in page
     assert '<th>pretraining</th>' in page and 'probed class labels' in page
+    assert page.index('<h2 id="claims">') < page.index('<h2 id="probing"')          # the answer first
+    assert "The paper's claims, tested on digits" in page and 'Every MDE pretraining transfers' in page
+    probing = page[page.index('<h2 id="probing"'):]
+    assert probing.index('alt="fig_probing.png"') < probing.index('table1.md')     # each study leads with its figure
+    assert '<details><summary>' in probing and probing.index('<details>') < probing.index('table1_long.md')   # folded
 
 
 def test_md_to_html_escapes_and_keeps_alignment():
