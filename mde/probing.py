@@ -135,13 +135,20 @@ def encoder_features(model, images, batch_size=256):
     return torch.cat(out)
 
 
+def _targets(t, task, k):
+    "Targets as a float matrix (n, outputs): one-hot classes, or the values flattened (NaN = unknown)."
+    return F.one_hot(t, k).float() if task == 'class' else t.reshape(len(t), -1).float()
+
+def _l2(pred, T, known):
+    "The L2 loss over the known targets only (`T` with NaN replaced, `known` its mask), per known target."
+    return ((pred - T) * known).pow(2).sum() / known.sum().clamp_min(1)
+
 def fit_head(features, targets, task, steps=5000, batch_size=16, lr=1e-3, seed=0, n_classes=None):
     "A linear sigmoid head on standardised `features` fitted with L2 to `targets`: (head, mean, std), frozen."
     g = torch.Generator().manual_seed(seed)
     mu, sd = features.mean(0), features.std(0, unbiased=False).clamp_min(1e-6)
     X = (features - mu) / sd
-    T = F.one_hot(targets, n_classes).float() if task == 'class' else targets
-    T = T.reshape(len(T), -1)
+    T = _targets(targets, task, n_classes)
     known = ~torch.isnan(T)
     T = torch.nan_to_num(T)
     with torch.random.fork_rng(devices=[]):
@@ -152,8 +159,7 @@ def fit_head(features, targets, task, steps=5000, batch_size=16, lr=1e-3, seed=0
     for _ in range(steps):
         if pos + batch_size > len(X): perm, pos = torch.randperm(len(X), generator=g), 0
         idx = perm[pos:pos + batch_size]; pos += batch_size
-        err = (torch.sigmoid(head(X[idx])) - T[idx]) * known[idx]
-        loss = err.pow(2).sum() / known[idx].sum().clamp_min(1)
+        loss = _l2(torch.sigmoid(head(X[idx])), T[idx], known[idx])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     return head.requires_grad_(False), mu, sd
 
@@ -186,6 +192,10 @@ def probe_scores(pred, targets, task, img_size=None):
     return {'landmark_error': dist.mean().item(), 'landmark_error_iod': (dist.mean(1) / iod).mean().item() * 100}
 
 # %% ../nbs/19_probing.ipynb #bfc6213e
+def _n_classes(data, task):
+    "The number of classes of `task` in `data` (fitting and scoring labels), None for other tasks."
+    return int(max(data['fit'][1][task].max(), data['eval'][1][task].max())) + 1 if task == 'class' else None
+
 def random_model(params, seed=0):
     "A `Completer` whose generator has the architecture of `params` and freshly initialised weights (seeded)."
     p = {**params, 'run': None}
@@ -202,8 +212,7 @@ def probe_model(model, data, steps=5000, batch_size=16, lr=1e-3, seed=0):
     Ff, Fe = encoder_features(model, fit_images), encoder_features(model, ev_images)
     row = {}
     for task in data['tasks']:
-        k = int(max(fit_t[task].max(), ev_t[task].max())) + 1 if task == 'class' else None
-        fitted = fit_head(Ff, fit_t[task], task, steps, batch_size, lr, seed, n_classes=k)
+        fitted = fit_head(Ff, fit_t[task], task, steps, batch_size, lr, seed, n_classes=_n_classes(data, task))
         row.update(probe_scores(predict_head(fitted, Fe), ev_t[task], task, model.img_size))
     return row
 
@@ -218,7 +227,7 @@ def trivial_row(data):
     for task in data['tasks']:
         t, n = fit_t[task], len(ev_t[task])
         if task == 'class':
-            k = int(max(t.max(), ev_t[task].max())) + 1
+            k = _n_classes(data, task)
             pred = F.one_hot(torch.bincount(t, minlength=k).argmax().expand(n), k).float()
         else:
             m = torch.nanmean(t.float(), 0)
@@ -240,15 +249,13 @@ class _Tuned(torch.nn.Module):
         return {t: torch.sigmoid(h(z)) for t, h in self.heads.items()}
 
 
-def _targets(t, task, k):
-    return F.one_hot(t, k).float() if task == 'class' else t.reshape(len(t), -1).float()
-
 def finetune_model(model, data, steps=5000, batch_size=16, lr=1e-4, head_lr=1e-3, seed=0, progress=False):
     "One row of Table 1 for `model` (an MDE `Completer`) with its encoder fine-tuned together with the heads (a copy)."
     fit_images, fit_t = data['fit']
     ev_images, ev_t = data['eval']
-    ks = {t: int(max(fit_t[t].max(), ev_t[t].max())) + 1 if t == 'class' else None for t in data['tasks']}
-    T = {t: _targets(fit_t[t], t, ks[t]) for t in data['tasks']}
+    T = {t: _targets(fit_t[t], t, _n_classes(data, t)) for t in data['tasks']}
+    known = {t: ~torch.isnan(v) for t, v in T.items()}
+    T = {t: torch.nan_to_num(v) for t, v in T.items()}
     dev = model.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -262,10 +269,7 @@ def finetune_model(model, data, steps=5000, batch_size=16, lr=1e-4, head_lr=1e-3
         if pos + batch_size > len(perm): perm, pos = torch.randperm(len(fit_images), generator=g), 0
         idx = perm[pos:pos + batch_size]; pos += batch_size
         out = net(fit_images[idx].to(dev).float().div_(255))
-        loss = 0
-        for t, y in T.items():
-            y = y[idx].to(dev); known = ~torch.isnan(y)
-            loss = loss + ((out[t] - torch.nan_to_num(y)) * known).pow(2).sum() / known.sum().clamp_min(1)
+        loss = sum(_l2(out[t], T[t][idx].to(dev), known[t][idx].to(dev)) for t in T)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     net.eval()
     preds = {t: [] for t in T}

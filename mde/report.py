@@ -93,8 +93,8 @@ _FOLD_ROWS = 14   # a table longer than this many lines is folded under its titl
 def claims_html(outputs='outputs'):
     "The claims table (`mde.claims`) of the studies in `outputs`, as the report's opening section."
     rows = claims_table(outputs)
-    data = next((json.loads(p.read_text()).get('data') for p in sorted(Path(outputs).glob('*/provenance.json'))
-                 if isinstance(json.loads(p.read_text()).get('data'), dict)), None) or {}
+    provs = (json.loads(p.read_text()) for p in sorted(Path(outputs).glob('*/provenance.json')))
+    data = next((p['data'] for p in provs if isinstance(p.get('data'), dict)), None) or {}
     on = f" on {data.get('name', '?')} at {data.get('img_size', '?')} px" if data else ''
     cols = ('claim', 'where', 'paper', 'ours', 'holds')
     t = ''.join('<tr>' + ''.join(f'<td>{html.escape(str(r[c]))}</td>' if c != 'holds' else
