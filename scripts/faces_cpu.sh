@@ -3,7 +3,7 @@
 # under profiles/faces-cpu.yaml on CelebA, then the classifier, the Fig. 7 grid, the Fig. 8 ablation, probing
 # (Tables 1-2), the occlusions (Table 3), the figures and the report, with the claims table on top. The tables,
 # provenance, claims and the time of each stage are kept in results/faces-cpu/ (figures stay in outputs/: they
-# show real faces). About 110 minutes on 2 CPU cores.
+# show real faces). About 120 minutes on 2 CPU cores (nothing else running).
 #
 #   bash scripts/faces_cpu.sh [DATA_FOLDER]     # default ../shared/data
 #
@@ -27,7 +27,7 @@ for s in ('grid', 'ablation', 'probing', 'occlusion', 'figures'):
     names += list((st[s].get('fig1') or {}).values())
 print(' '.join('train@' + n for n in dict.fromkeys(names)))")
 mkdir -p outputs/logs results/faces-cpu
-dvc exp run -S profile=faces-cpu -S "data.source=$SRC" -S studies.test_images=1000 \
+dvc exp run -S profile=faces-cpu -S "data.source=$SRC" -S studies.test_images=500 \
     -S studies.probing.probe.finetune_steps=1000 "$@" \
     $TARGETS classifier grid ablation probing occlusion figures 2>&1 \
   | python -m mde.results --time outputs/logs/faces-cpu-times.json
