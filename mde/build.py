@@ -78,7 +78,7 @@ def build_networks(p):
     size, m, sig = p['data']['img_size'], p['model'], model_signature(p)
     if p['arch'] == 'ce': return {'CE': ContextEncoder(img_size=size)}
     nets = {'G': Generator(img_size=size, widths=tuple(m['widths']), convs_per_block=m['convs_per_block'],
-                           fc_dim=m['fc_dim'])}
+                           fc_dim=m['fc_dim'], skips=m.get('skips'))}
     if sig['adversarial']: nets['D'] = Discriminator(img_size=size, widths=tuple(m['d_widths']))
     if sig['hns'] in ('rec', 'alt'): nets['R'] = MaskReconstructor(img_size=size, base=m['r_base'])
     if sig['hns'] == 'coord': nets['C'] = CoordDiscriminator(img_size=size, widths=tuple(m['d_widths']))

@@ -104,20 +104,28 @@ def layer_shapes(model, x, show=True):
 
 # %% ../nbs/01_networks.ipynb #bbe58960
 class _UpStage(nn.Module):
-    "Decoder stage: transposed conv (x2), concatenate the encoder skip, `n` conv/BN/ReLU blocks."
-    def __init__(self, cin, w, n):
+    "Decoder stage: transposed conv (x2), concatenate the encoder skip (unless `skip` is False), `n` conv/BN/ReLU blocks."
+    def __init__(self, cin, w, n, skip=True):
         super().__init__()
-        self.up = _up(cin, w)
-        self.convs = nn.Sequential(*[_conv(2 * w if j == 0 else w, w) for j in range(n)])
+        self.up, self.skip = _up(cin, w), bool(skip)
+        self.convs = nn.Sequential(*[_conv((2 if skip else 1) * w if j == 0 else w, w) for j in range(n)])
 
-    def forward(self, h, skip): return self.convs(torch.cat([self.up(h), skip], 1))
+    def forward(self, h, skip): return self.convs(torch.cat([self.up(h), skip], 1) if self.skip else self.up(h))
 
 class Generator(nn.Module):
     "MDE generator G: VGG-like strided-conv encoder, one large FC layer, mirrored U-Net decoder, sigmoid output."
     def __init__(self, img_size=96, in_channels=3, out_channels=3, widths=(64, 128, 256, 512),
-                 convs_per_block=2, fc_dim=4000):
+                 convs_per_block=2, fc_dim=4000, skips=None):
         super().__init__()
         widths = _check_widths(widths, 'Generator')
+        # skips: how many U-Net skip connections the decoder keeps, counted from the shallowest (full-resolution) level.
+        # The paper keeps one per level ("skip-connections to explicitly preserve the non-masked regions"): None.
+        # Fewer deep skips make the decoder take the image's coarse content through the FC code z (a lever for Table 1).
+        if skips is None: skips = len(widths)
+        if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= len(widths):
+            raise ValueError(f"Generator: skips must be None (every level) or an integer 0..{len(widths)} "
+                             f"(the levels of widths={widths}), got {skips!r}")
+        self.skips = skips
         img_size = _check_img_size(img_size, 'Generator', 2 ** len(widths), f' = 2**len(widths) for widths={widths}')
         in_channels, out_channels, convs_per_block, fc_dim = (_check_int(v, name, 'Generator') for name, v in (
             ('in_channels', in_channels), ('out_channels', out_channels), ('convs_per_block', convs_per_block), ('fc_dim', fc_dim)))
@@ -137,8 +145,8 @@ class Generator(nn.Module):
                                   nn.Unflatten(1, (widths[-1], b, b)))
         self.dec = nn.ModuleList()
         cin = widths[-1]
-        for w in reversed(widths):
-            self.dec.append(_UpStage(cin, w, convs_per_block))
+        for level, w in reversed(list(enumerate(widths))):      # deepest first; level 0 is full resolution
+            self.dec.append(_UpStage(cin, w, convs_per_block, skip=level < skips))
             cin = w
         self.out = nn.Sequential(nn.Conv2d(widths[0], out_channels, 1), nn.Sigmoid())
         self.apply(_init_weights)

@@ -191,6 +191,8 @@ SCHEMA = {
     'model.d_widths': Rule('a non-empty list of integers >= 1', _widths),
     'model.r_base': _int(1),
     'model.perceptual_layers': _int(1, 5, expect='an integer 1..5 (VGG-16 blocks compared)', required=False),
+    'model.skips': _int(0, null=True, expect='an integer >= 0 (U-Net skip connections kept, from the shallowest level)',
+                        required=False),     # absent or null: every level (the paper)
     'train.steps': _int(1),
     'train.batch_size': _int(1),
     **{f'train.{k}': _num('a number > 0', lambda x: x > 0) for k in ('lr_g', 'lr_d', 'lr_r', 'lr_ce')},
@@ -509,6 +511,9 @@ def validate_params(p):
         if size % k:
             raise ValueError(f"data.img_size must be a multiple of {k} (2**len(model.widths), "
                              f"widths={p['model']['widths']}), got {size!r}")
+        if (p['model'].get('skips') or 0) > len(p['model']['widths']):
+            raise ValueError(f"model.skips must be at most {len(p['model']['widths'])} (one per level of model.widths), "
+                             f"got {p['model']['skips']}; null keeps every level (the paper)")
     if d.get('limit') is not None and d['limit'] < t['batch_size']:
         raise ValueError(f"data.limit ({d['limit']} training images) cannot fill a batch of train.batch_size = "
                          f"{t['batch_size']}: raise data.limit or lower train.batch_size")

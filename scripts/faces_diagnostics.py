@@ -8,6 +8,9 @@
    trained encoders, random weights and the image-blind predictor.
 
     python scripts/faces_diagnostics.py [--runs-dir outputs/runs] [--params params.yaml] [--out results/faces-cpu]
+
+Models trained outside the pipeline (the levers of scripts/faces_levers.sh) join both tables with
+`--extra NAME=PATH/model.pt,...`; `--prefix` names the two tables (default `diagnostics`).
 """
 import argparse, sys, time
 from pathlib import Path
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mde.evaluation import write_table
+from mde.inference import load_model
 from mde.probing import RANDOM, fit_head, predict_head, probe_data, probe_scores, random_model, trivial_row
 from mde.studies import data_split, load_run
 
@@ -27,9 +31,15 @@ ap.add_argument('--usage-runs', default='I,RI,Col1,Col2,RE25,RE33,RE50,REC10,REC
                 'REC10-rec,REC10-alt,REC10-rec-bce,REC10-alt-bce,SQ25')
 ap.add_argument('--probe-runs', default='I,RI,REC10,REC10-alt'); ap.add_argument('--fit-images', type=int, default=2000)
 ap.add_argument('--probe-steps', type=int, default=3000)
+ap.add_argument('--extra', default='', help='NAME=PATH,...: model.pt files trained outside the pipeline, added to both tables')
+ap.add_argument('--prefix', default='diagnostics', help='table names: <prefix>_fc_usage, <prefix>_probe_point')
 a = ap.parse_args()
 t0 = time.time()
-models = {r: load_run(r, a.params, a.runs_dir) for r in a.usage_runs.split(',')}
+extra = dict(e.split('=', 1) for e in a.extra.split(',') if e)
+models = {r: load_run(r, a.params, a.runs_dir) for r in a.usage_runs.split(',') if r}
+for name, path in extra.items():
+    models[name] = load_model(path)
+    models[name].name = name
 first = next(iter(models.values()))
 Z = data_split(first.params['data'], 'test', a.images).images.float().div(255)
 
@@ -51,13 +61,16 @@ for name, m in models.items():
         z, skips = G._encode(M * Z)
         own, mean, zero = (psnr_missing(decode(G, zz, skips), M) for zz in
                            (z, z.mean(0, keepdim=True).expand_as(z), torch.zeros_like(z)))
-    usage.append({'run': name, 'mask': m.params['mask'], 'S': m.params['S'], 'pSNR own z': own,
+    mp = m.params['model']
+    usage.append({'run': name, 'mask': m.params['mask'], 'S': m.params['S'], 'steps': m.step, 'fc_dim': mp['fc_dim'],
+                  'skips': len(mp['widths']) if mp.get('skips') is None else mp['skips'],
+                  'pSNR own z': own,
                   'pSNR batch-mean z': mean, 'pSNR z = 0': zero, 'own - mean (dB)': own - mean,
                   'units firing per image': (z > 0).float().mean().item(),
                   'units never firing': ((z > 0).float().mean(0) == 0).float().mean().item()})
     print(usage[-1], flush=True)
 img = first.img_size
-write_table(usage, a.out, 'diagnostics_fc_usage', title="Does the decoder use the FC representation? (held-out faces, "
+write_table(usage, a.out, f'{a.prefix}_fc_usage', title="Does the decoder use the FC representation? (held-out faces, "
             f"{a.images} test images, masks of each run's own kind, seed 2024)",
             notes=["pSNR over the missing region; 'batch-mean z': every image's FC code replaced by the mean code of the "
                    "batch, so only the skip connections carry that image", "a difference near 0 dB means the decoder "
@@ -69,7 +82,8 @@ keys = ('landmark_error', 'attr_error', 'attr_balanced_error')
 rows = [{'model': 'image-blind (mean shape, majority)', 'features': '-', 'dims': 0,
          **{k: v for k, v in trivial_row(data).items() if k in keys}}]
 probe = {RANDOM: random_model(first.params, seed=first.params['seed'])}
-probe.update({r: models[r] if r in models else load_run(r, a.params, a.runs_dir) for r in a.probe_runs.split(',')})
+probe.update({r: models[r] if r in models else load_run(r, a.params, a.runs_dir) for r in a.probe_runs.split(',') if r})
+probe.update({name: models[name] for name in extra})
 
 def feats(G, X, where):
     out = []
@@ -89,7 +103,7 @@ for name, m in probe.items():
             fitted = fit_head(Ff, data['fit'][1][t], t, a.probe_steps, 16, 1e-3)
             row.update({k: v for k, v in probe_scores(predict_head(fitted, Fe), data['eval'][1][t], t, img).items() if k in keys})
         rows.append(row); print(row, flush=True)
-write_table(rows, a.out, 'diagnostics_probe_point', title="Frozen linear probes at two points of the encoder",
+write_table(rows, a.out, f'{a.prefix}_probe_point', title="Frozen linear probes at two points of the encoder",
             notes=[data['how'], *data['notes'], f"heads as the frozen probe: Adam 1e-3, {a.probe_steps} updates at batch 16",
                    "landmarks: pt-to-pt error in pixels of the 48 px input; attributes: % error (100 - accuracy) and "
                    "balanced error (the mean of the two per-class error rates; 50 = chance)"])

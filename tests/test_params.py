@@ -350,6 +350,8 @@ def test_mutated_profile_loads_or_names_the_key(tmp_path_factory, target, how, v
     ('losses.hns_real', 'yes', 'losses.hns_real must be true or false'),
     ('max_aspect', 0.5, 'max_aspect must be null'),
     ('max_aspect', 'wide', 'max_aspect must be null'),
+    ('model.skips', -1, 'model.skips must be null or an integer >= 0'),
+    ('model.skips', 9, 'model.skips must be at most 3 (one per level of model.widths)'),
 ])
 def test_method_settings_are_checked(key, value, said):
     assert said in refused(load_params, PARAMS, {key: value})
@@ -361,6 +363,8 @@ def test_method_settings_reach_the_networks_and_losses():
     setup = build(p)
     assert setup.perceptual.reduction == 'sum' and setup.perceptual.vgg_input == 'caffe'
     assert load_params(PARAMS)['losses']['hns_form'] == 'paper' and load_params(PARAMS)['max_aspect'] == 3
+    assert [s.skip for s in build(p).net('G').dec] == [True, True]             # the paper: a skip at every level
+    assert [s.skip for s in build(smoke_params({'model.skips': 0})).net('G').dec] == [False, False]
 
 
 def test_missing_vgg_weights_file_is_refused_before_training(tmp_path):
