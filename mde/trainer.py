@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 import mde
 from .build import amp_choice, barrier, build, init_distributed, pick_device
+from .cards import write_model_card
 from .checkpoint import find_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .inference import Completer, evaluate, sample_grid, save_model
@@ -178,6 +179,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
     log.write_summary()
     log.close()
     save_history_png(out)
+    write_model_card(out)      # README.md: a model card read off the files above (mde.cards)
     return log.summary
 
 # %% ../nbs/11_trainer.ipynb #a1465bab

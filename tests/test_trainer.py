@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from helpers import assert_same_weights
 
@@ -169,6 +170,11 @@ def test_variants_train_and_log(tmp_path, over):
     bal = json.loads((tmp_path / 'run' / 'loss_balance.json').read_text())
     if p['arch'] == 'mde': assert set(bal['start']) == set(bal['end']) and 'completion' in bal['end']
     if p['losses']['perceptual']: assert 'substitute' in run['perceptual_vgg'] or 'imagenet' in run['perceptual_vgg']
+    card = (tmp_path / 'run' / 'README.md').read_text()                 # the model card, read off the run's own files
+    front = yaml.safe_load(card.split('---')[1])
+    assert front['datasets'] == ['digits'] and front['license'] == 'cc-by-4.0'
+    assert f"updates at batch {p['train']['batch_size']}" in card and 'mde.complete' in card
+    if p['losses']['perceptual'] and 'imagenet' not in run['perceptual_vgg']: assert 'standing in for ImageNet' in card
 
 
 def test_training_lowers_heldout_completion_loss(tmp_path):
