@@ -23,6 +23,8 @@ DATA_TERMS = {   # data set -> (Hugging Face dataset id or name, licence id, the
                 'Features from Tiny Images"', 'https://www.cs.toronto.edu/~kriz/cifar.html'),
     'flowers102': ('nelorth/oxford-flowers', 'other', 'Oxford-102 flowers: no licence stated; the images were collected '
                    'from the web', 'https://www.robots.ox.ac.uk/~vgg/data/flowers/102/'),
+    'folder': ('your own images', 'other', 'your own images (data.name folder): their terms are yours to state here',
+               ''),
     'digits': ('digits', 'cc-by-4.0', "scikit-learn's 8x8 digits (UCI Optical Recognition of Handwritten Digits): CC BY 4.0",
                'https://archive.ics.uci.edu/dataset/80'),
 }

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVES', 'CELEBA_FRAME', 'LANDMARK_FILES',
-           'shared_data_dir', 'ImageDataset', 'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'load_dataset',
-           'select_classes']
+           'FOLDER_TEST_SHARE', 'FOLDER_SUFFIXES', 'shared_data_dir', 'ImageDataset', 'celeba_crop_box',
+           'celeba_to_crop', 'prepare_dataset', 'folder_split', 'load_dataset', 'select_classes']
 
 # %% ../nbs/04_data.ipynb #6e9732b6
 import gzip, hashlib, http.client, json, os, pickle, shutil, stat, tarfile, time, warnings, zipfile, zlib
@@ -23,16 +23,16 @@ from .files import atomic_save
 from .provenance import function_hash
 
 # %% ../nbs/04_data.ipynb #7aa39e33
-DATASETS = ('digits', 'mnist', 'cifar10', 'celeba', 'flowers102')
+DATASETS = ('digits', 'mnist', 'cifar10', 'celeba', 'flowers102', 'folder')   # folder: your own images (data.source)
 SPLITS = {'digits': ('train', 'test'), 'mnist': ('train', 'test'), 'cifar10': ('train', 'test'),
-          'celeba': ('train', 'valid', 'test', 'all'), 'flowers102': ('train', 'valid', 'test')}
-DEFAULT_IMG_SIZE = {'digits': 32, 'mnist': 96, 'cifar10': 32, 'celeba': 96, 'flowers102': 96}
+          'celeba': ('train', 'valid', 'test', 'all'), 'flowers102': ('train', 'valid', 'test'), 'folder': ('train', 'test')}
+DEFAULT_IMG_SIZE = {'digits': 32, 'mnist': 96, 'cifar10': 32, 'celeba': 96, 'flowers102': 96, 'folder': 96}
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 # archives a `source` folder may hold: the shared working copies first, then the official downloads
 ARCHIVES = {'digits': (), 'mnist': ('mnist.npz',),
             'cifar10': ('cifar10-jpg.tar.gz', 'cifar-10-python.tar.gz'),
             'celeba': ('celeba-subset.tar.gz', 'img_align_celeba.zip'),
-            'flowers102': ('flowers102-128.tar.gz', '102flowers.tgz')}
+            'flowers102': ('flowers102-128.tar.gz', '102flowers.tgz'), 'folder': ()}
 _MIN_SIZE = 8
 
 def _check_name(name):
@@ -207,6 +207,7 @@ _EXPECTED = {
               "identity_CelebA.txt (annotation files are optional; what is missing is reported)",
     'flowers102': "imagelabels.mat and setid.mat with the images jpg/image_NNNNN.jpg (or image_NNNNN.jpg "
                   "beside the .mat files)",
+    'folder': "image files (JPEG, PNG, ...; nested folders allowed) in the folder given as data.source",
 }
 _MD5 = {'cifar-10-python.tar.gz': 'c58f30108f718f92721af3b95e74349a',
         '102flowers.tgz': '52808999861908f626f3c1f4e79d11fa',
@@ -517,6 +518,7 @@ def prepare_dataset(name, root='data', source=None, download=False) -> Path:
     _check_name(name)
     how = _check_download(download)
     if name == 'digits': return _digits_dir()        # bundled with scikit-learn: nothing to fetch
+    if name == 'folder': return _folder_dir(source)  # your own images, used in place
     dest = Path(root) / 'raw' / name
     found = _find_official(name, source) or _find_official(name, dest)
     if found is not None: return _bring_loose(name, source, found)
@@ -737,6 +739,36 @@ def _build_flowers102(data_dir, split, size, limit):
 _BUILDERS = {'digits': _build_digits, 'mnist': _build_mnist, 'cifar10': _build_cifar10,
              'celeba': _build_celeba, 'flowers102': _build_flowers102}
 
+# %% ../nbs/04_data.ipynb #49d4e81c
+FOLDER_TEST_SHARE = 0.1
+FOLDER_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+
+def _folder_dir(source):
+    if source is None:
+        raise FileNotFoundError("data.name 'folder' trains on your own images: set data.source to their folder "
+                                "(e.g. --set data.source=~/photos)")
+    d = Path(source).expanduser()
+    if not d.is_dir(): raise FileNotFoundError(f"data.source {source} is not a folder: give the folder of your images")
+    return d
+
+def folder_split(rel, test_share=FOLDER_TEST_SHARE):
+    "'test' or 'train' for the image at path `rel` (relative to the folder, '/'-separated): by a hash of the path alone."
+    return 'test' if int(hashlib.sha1(rel.encode()).hexdigest()[:12], 16) / 16 ** 12 < test_share else 'train'
+
+def _build_folder(data_dir, split, size, limit, test_share=FOLDER_TEST_SHARE):
+    files = sorted(p for p in Path(data_dir).rglob('*') if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES
+                   and not any(part.startswith('.') for part in p.relative_to(data_dir).parts))
+    if not files: raise FileNotFoundError(f"no image file ({' '.join(FOLDER_SUFFIXES)}) in {data_dir} or its sub-folders")
+    mine = [f for f in files if folder_split(f.relative_to(data_dir).as_posix(), test_share) == split]
+    idx = _limit_idx(len(mine), limit)
+    images, keep, report = _decode_files([mine[i] for i in idx], size, _square, f'folder/{split}', base=data_dir)
+    return {'images': images, 'labels': torch.zeros(len(keep), dtype=torch.long), 'extras': {},
+            'info': {'n_available': len(mine), 'format': 'image folder', 'test_share': test_share,
+                     'split_rule': f"by a hash of each file's relative path: {test_share:g} of the images test, the rest "
+                                   f"train ({len(files)} image files in all)", **_report_info(report)}}
+
+_BUILDERS['folder'] = _build_folder
+
 # %% ../nbs/04_data.ipynb #a58fe31c
 _CACHE_VERSION = 2                               # the cache file's format; code changes are caught by `function_hash`
 
@@ -808,14 +840,22 @@ def _no_images(name, split, data_dir, info):
     return f"{name}/{split}: no usable image in {data_dir} ({why}); nothing to train or evaluate on"
 
 def load_dataset(name, split='train', root='data', img_size=None, source=None, download=False, limit=None,
-                 cache=True, classes=None) -> ImageDataset:
+                 cache=True, classes=None, test_share=None) -> ImageDataset:
     """Load split `split` of data set `name` as an `ImageDataset` of `img_size` x `img_size` RGB images (cached).
     `source`: a folder with the official files or archives; `download`: False (never fetch), True (torchvision's
     official downloaders) or a mirror folder URL (http://, https://, file://) holding the archives of `ARCHIVES`.
-    `classes`: keep only the images of these class indices (then `limit` of them; see `select_classes`)."""
+    `classes`: keep only the images of these class indices (then `limit` of them; see `select_classes`).
+    `test_share`: the 'folder' data set's share of test images (None: `FOLDER_TEST_SHARE`); other data sets ignore it."""
     _check_name(name); _check_split(name, split)
     if classes is not None:          # the whole split is decoded and cached once; the classes are picked in memory
-        return select_classes(load_dataset(name, split, root, img_size, source, download, None, cache), classes, limit)
+        return select_classes(load_dataset(name, split, root, img_size, source, download, None, cache,
+                                           test_share=test_share), classes, limit)
+    extra = {}
+    if name == 'folder':
+        share = FOLDER_TEST_SHARE if test_share is None else test_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+            raise ValueError(f"test_share must be a number in (0, 1) (the share of the folder's images held out), got {share!r}")
+        extra = {'test_share': float(share)}
     size, limit = _img_size(name, img_size), _check_limit(limit)
     data_dir = prepare_dataset(name, root, source, download)
     path = None
@@ -823,7 +863,8 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
         code = function_hash(globals()[f'_build_{name}'])
         cache_dir = Path(root) / 'cache'
         key = f'sklearn-{code}' if name == 'digits' else _fingerprint(data_dir, code, skip=[cache_dir])
-        path = cache_dir / f"{name}-{split}-{size}px-{'all' if limit is None else limit}-{key}.pt"
+        share = f"-t{extra['test_share']:g}" if extra else ''
+        path = cache_dir / f"{name}-{split}-{size}px-{'all' if limit is None else limit}{share}-{key}.pt"
     out = None
     if path is not None and path.is_file():
         try:
@@ -834,7 +875,7 @@ def load_dataset(name, split='train', root='data', img_size=None, source=None, d
             out = None
     if out is None:
         t0 = time.time()
-        out = _BUILDERS[name](data_dir, split, size, limit)
+        out = _BUILDERS[name](data_dir, split, size, limit, **extra)
         if len(out['images']) == 0: raise ValueError(_no_images(name, split, data_dir, out['info']))
         info = {'name': name, 'split': split, 'img_size': size, 'limit': limit, 'n': len(out['images']),
                 'source': str(data_dir), 'cache': str(path) if path else None, 'missing': [], 'corrupt': [],

@@ -183,6 +183,8 @@ SCHEMA = {
     'data.img_size': _int(8),
     'data.limit': _int(1, null=True, required=False),
     'data.eval_images': _int(1, required=False),
+    'data.test_share': _num("a number in (0, 1) (data.name 'folder': the share of your images held out for testing)",
+                            lambda x: 0 < x < 1, required=False),
     'data.classes': Rule('null (every class) or a non-empty list of distinct class indices >= 0', _classes, required=False),
     'data.stand_in_for': _choice(DATASETS, null=True, required=False),     # set by a run's `embedded` settings
     'model.widths': Rule('a non-empty list of integers >= 1', _widths),
@@ -514,6 +516,9 @@ def validate_params(p):
         if (p['model'].get('skips') or 0) > len(p['model']['widths']):
             raise ValueError(f"model.skips must be at most {len(p['model']['widths'])} (one per level of model.widths), "
                              f"got {p['model']['skips']}; null keeps every level (the paper)")
+    if d['name'] == 'folder' and not d.get('source'):
+        raise ValueError("data.name 'folder' trains on your own images: set data.source to their folder "
+                         "(e.g. --set data.source=~/photos)")
     if d.get('limit') is not None and d['limit'] < t['batch_size']:
         raise ValueError(f"data.limit ({d['limit']} training images) cannot fill a batch of train.batch_size = "
                          f"{t['batch_size']}: raise data.limit or lower train.batch_size")

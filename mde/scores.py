@@ -527,8 +527,12 @@ def build_classifier(params, out_dir='outputs/classifier', settings=None, progre
 
 def _build_classifier(params, out_dir, s, progress, t_start):
     d = params['data']
-    if d.get('name') not in LABELS: raise ValueError(f"no labels known for data set {d.get('name')!r}; known: {', '.join(LABELS)}")
-    kw = dict(root=d.get('root', 'data'), img_size=d.get('img_size'), source=d.get('source'), download=d.get('download', False))
+    if d.get('name') not in LABELS:
+        raise ValueError(f"data set {d.get('name')!r} has no labels, and the in-domain classifier (behind the inception "
+                         f"score, FID and KID) learns from labels: it needs one of {', '.join(LABELS)}. The studies "
+                         "score pSNR and SSIM without it (mde.studies.make_scorer finds no classifier)")
+    kw = dict(root=d.get('root', 'data'), img_size=d.get('img_size'), source=d.get('source'), download=d.get('download', False),
+              test_share=d.get('test_share'))
     train_ds = load_dataset(d['name'], 'train', limit=s['train_images'], **kw)
     test_ds = load_dataset(d['name'], 'test', limit=s['test_images'], **kw)
     if len(train_ds) == 0 or len(test_ds) < 2:

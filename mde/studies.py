@@ -67,7 +67,7 @@ def load_run(name, path='params.yaml', root='outputs/runs', device='cpu', overri
 def data_split(d, split, limit=None):
     "Split `split` of the data a run's `params['data']` section `d` describes, as an `ImageDataset` (`limit` images evenly spaced)."
     return load_dataset(d['name'], split, root=d['root'], img_size=d['img_size'], source=d.get('source'),
-                        download=d.get('download', False), limit=limit, classes=d.get('classes'))
+                        download=d.get('download', False), limit=limit, classes=d.get('classes'), test_share=d.get('test_share'))
 
 
 def test_set(path='params.yaml', n=None, overrides=None):

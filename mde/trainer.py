@@ -37,7 +37,8 @@ from .step import BatchSource, loss_balance, make_batch, step_schedulers, train_
 # %% ../nbs/11_trainer.ipynb #c5b90b01
 def _load_data(p, rank):
     d = p['data']
-    kw = dict(root=d['root'], img_size=d['img_size'], source=d.get('source'), download=d.get('download', False))
+    kw = dict(root=d['root'], img_size=d['img_size'], source=d.get('source'), download=d.get('download', False),
+              test_share=d.get('test_share'))
     if rank != 0: barrier()  # rank 0 decodes and caches first; the others read its cache
     train_ds = load_dataset(d['name'], 'train', limit=d.get('limit'), classes=d.get('classes'), **kw)
     eval_ds = load_dataset(d['name'], 'test', limit=d.get('eval_images'), classes=d.get('classes'), **kw)
@@ -51,14 +52,14 @@ def prepare_data(p, path='params.yaml', overrides=None):
     run keeps only some classes: those are picked in memory)."""
     from mde.params import side_section
     studies, scores = side_section('studies', path), side_section('scores', path)
-    def where(d): return (d['name'], d['root'], d['img_size'], d.get('source'), d.get('download', False))
+    def where(d): return (d['name'], d['root'], d['img_size'], d.get('source'), d.get('download', False), d.get('test_share'))
     wanted = {(where(p['data']), 'train', scores.get('train_images')), (where(p['data']), 'test', scores.get('test_images'))}
     for q in [p] + [load_params(path, overrides, run=r) for r in run_names(path)]:
         d = q['data']
         for split, n in (('train', d.get('limit')), ('test', d.get('eval_images')), ('test', studies.get('test_images'))):
             wanted.add((where(d), split, None if d.get('classes') is not None else n))
-    return [load_dataset(name, split, root=root, img_size=size, source=source, download=download, limit=n)
-            for (name, root, size, source, download), split, n in sorted(wanted, key=str)]
+    return [load_dataset(name, split, root=root, img_size=size, source=source, download=download, limit=n, test_share=share)
+            for (name, root, size, source, download, share), split, n in sorted(wanted, key=str)]
 
 
 class DivergenceError(ValueError):

@@ -1,5 +1,5 @@
 "Tests of mde.data: the digits default always; fake folders for every layout; the shared real data when present."
-import gzip, hashlib, http.server, io, os, pickle, shutil, tarfile, tempfile, threading, time, warnings, zipfile
+import gzip, hashlib, http.server, io, json, os, pickle, shutil, subprocess, sys, tarfile, tempfile, threading, time, warnings, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,10 @@ from PIL import Image
 import mde.data as D
 from mde.data import (CELEBA_CROP, CIFAR10_CLASSES, DATASETS, ImageDataset, celeba_crop_box, celeba_to_crop,
                       load_dataset, prepare_dataset, shared_data_dir)
+from mde.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / 'params.yaml'
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/data (the shared working copies of the real "
@@ -1070,3 +1074,56 @@ def test_flowers102(shared_root):
     ids = np.sort(loadmat(data / 'setid.mat', squeeze_me=True)['valid'])[(np.arange(20) * 1020) // 20]
     labels = loadmat(data / 'imagelabels.mat', squeeze_me=True)['labels'][ids - 1] - 1
     assert test.labels.tolist() == labels.tolist()
+
+
+# --- your own images: data.name 'folder' -------------------------------------------------------------------------
+
+def _own_images(folder, names, seed=0):
+    g = np.random.default_rng(seed)
+    for n in names:
+        f = folder / n
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(g.integers(0, 256, (20 + len(n), 33, 3), dtype=np.uint8)).save(f)
+
+
+def test_folder_split_is_stable_when_images_are_added(tmp_path):
+    src = tmp_path / 'photos'
+    _own_images(src, [f'a/{i:03d}.png' for i in range(60)])
+    before = load_dataset('folder', 'test', root=tmp_path / 'data', img_size=16, source=src, test_share=0.2)
+    _own_images(src, [f'b/{i:03d}.jpg' for i in range(60)], seed=1)
+    after = load_dataset('folder', 'test', root=tmp_path / 'data', img_size=16, source=src, test_share=0.2)
+    train = load_dataset('folder', 'train', root=tmp_path / 'data', img_size=16, source=src, test_share=0.2)
+    assert 0 < len(before) < 60 and len(after) + len(train) == 120
+    # the first folder's test images are the same ones (in the same order) after adding the second folder
+    assert torch.equal(after.images[:len(before)], before.images)
+    assert after.info['split_rule'].startswith("by a hash of each file's relative path: 0.2")
+    with pytest.raises(ValueError, match=r'test_share must be a number in \(0, 1\)'):
+        load_dataset('folder', 'test', root=tmp_path / 'data', source=src, test_share=1.5)
+
+
+def test_folder_needs_a_source_and_images(tmp_path):
+    with pytest.raises(FileNotFoundError, match='set data.source to their folder'):
+        load_dataset('folder', 'train', root=tmp_path / 'data')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no image file'):
+        load_dataset('folder', 'train', root=tmp_path / 'data', source=tmp_path / 'empty')
+    with pytest.raises(ValueError, match="data.name 'folder' trains on your own images"):
+        load_params(PARAMS, {'data.name': 'folder'})
+
+
+def test_trainer_trains_on_your_own_folder(tmp_path):
+    src = tmp_path / 'photos'
+    _own_images(src, [f'{i:03d}.png' for i in range(48)])
+    (src / 'broken.jpg').write_bytes(b'nope')
+    sets = ['data.name=folder', f'data.source={src}', f'data.root={tmp_path}/data', 'data.img_size=16',
+            'data.eval_images=4', 'data.test_share=0.1', 'model.widths=[8,16]', 'model.d_widths=[8,16]',
+            'model.fc_dim=16', 'model.convs_per_block=1', 'train.steps=2', 'train.batch_size=4', 'train.ckpt_every=2',
+            'train.eval_every=2', 'train.sample_every=2', 'train.log_every=1']
+    r = subprocess.run([sys.executable, '-m', 'mde.trainer', '--run', 'REC10', '--out', str(tmp_path / 'run'),
+                        '--no-progress', *[a for s in sets for a in ('--set', s)]], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'broken.jpg' in r.stderr                                    # skipped and named
+    run = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    assert run['train_data']['name'] == 'folder' and run['train_data']['n'] + run['eval_data']['n_available'] == 48
+    assert 'your own images' in (tmp_path / 'run' / 'README.md').read_text()
