@@ -124,8 +124,9 @@ class Setup:
     world: int = 1
 
     def net(self, name):
-        "The bare module (without DDP), for evaluation and saving."
+        "The bare module (without torch.compile's and DDP's wrappers), for evaluation and saving."
         m = self.nets.get(name)
+        m = getattr(m, '_orig_mod', m)       # torch.compile wraps outside DDP: compile(DDP(net))
         return getattr(m, 'module', m)
 
     @property

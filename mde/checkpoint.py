@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,16 @@ def _set_rng_state(st):
     np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     p = st['python']
     random.setstate((p['version'], tuple(p['words'].tolist()), p['gauss']))
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    if 'cuda' in st: _set_cuda_rng(st['cuda'])
+
+def _set_cuda_rng(states, count=None, set_one=None):
+    "Restore the saved per-GPU generator states for the GPUs present (a checkpoint may come from a machine with more or fewer)."
+    count = torch.cuda.device_count() if count is None else count
+    set_one = set_one or (lambda s, i: torch.cuda.set_rng_state(s, i))
+    for i in range(min(count, len(states))): set_one(states[i], i)
+    if len(states) != count:
+        warnings.warn(f"the checkpoint holds random states of {len(states)} GPU(s), this machine has {count}: restored "
+                      f"{min(count, len(states))}; the masks and batches of the resumed run can differ from an unbroken one")
 
 # %% ../nbs/09_checkpoint.ipynb #30a5f4ee
 def state_digest(obj):

@@ -739,7 +739,7 @@ def _build_flowers102(data_dir, split, size, limit):
 _BUILDERS = {'digits': _build_digits, 'mnist': _build_mnist, 'cifar10': _build_cifar10,
              'celeba': _build_celeba, 'flowers102': _build_flowers102}
 
-# %% ../nbs/04_data.ipynb #49d4e81c
+# %% ../nbs/04_data.ipynb #43b27e73
 FOLDER_TEST_SHARE = 0.1
 FOLDER_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 

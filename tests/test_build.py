@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import mde.build as B
-from mde.params import SMOKE, load_params, set_param
+from mde.params import SMOKE, load_params, set_param, smoke_params
+from mde.build import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,3 +38,17 @@ def test_a_bad_amp_setting_is_refused():
         B.amp_choice('yes', 'cpu')
     with pytest.raises(ValueError, match="train.amp must be true, false or 'auto'"):
         load_params(REPO / 'params.yaml', {'train.amp': 'fast'})
+
+
+def test_a_compiled_model_saves_and_loads_without_compile_prefixes(tmp_path):
+    # torch.compile wraps each network in an OptimizedModule whose state_dict keys start with `_orig_mod.`; the
+    # saved model must hold the bare network's keys so that it loads without compile (wrapping is lazy: no compiler runs)
+    from mde.inference import load_model, save_model
+    from mde.networks import Generator
+    s = build(smoke_params({'train.compile': True}))
+    assert type(s.nets['G']).__name__ == 'OptimizedModule' and isinstance(s.net('G'), Generator)
+    save_model(tmp_path / 'model.pt', s.params, {n: s.net(n) for n in s.nets}, step=1)
+    state = torch.load(tmp_path / 'model.pt', weights_only=True)
+    assert not any(k.startswith('_orig_mod.') for k in state['nets']['G'])
+    m = load_model(tmp_path / 'model.pt')
+    for k, v in s.net('G').state_dict().items(): assert torch.equal(m.net.state_dict()[k], v)
