@@ -52,7 +52,7 @@ def _stand_ins(p, run):
     if d.get('stand_in_for'): out.append(f"{d['name']} stands in for {d['stand_in_for']} (the embedded default: no download)")
     vgg = run.get('perceptual_vgg')
     if p['arch'] == 'mde' and L.get('perceptual', 0) > 0 and vgg and 'imagenet' not in str(vgg).lower():
-        out.append(f"the perceptual loss's VGG-16 has {vgg} weights, standing in for ImageNet's (not downloadable here)")
+        out.append(f"the perceptual loss's VGG-16: {vgg}, standing in for the ImageNet weights (not downloadable here)")
     return out
 
 # %% ../nbs/26_cards.ipynb #d998a668
@@ -66,7 +66,7 @@ def model_card(run_dir):
     ev = metrics.get('eval', {})
     what = ('Context Encoder' if p['arch'] == 'ce' else f"Missing Data Encoder (MDE), mask kind {p['mask']}, S = {p['S']}")
     front = {'license': lic, **({'license_name': f"{data['name']}-terms", 'license_link': link} if lic == 'other' else {}),
-             'library_name': 'pytorch', 'datasets': [ds], 'tags': ['image-completion', 'inpainting', 'mde', p['arch']],
+             'library_name': 'pytorch', 'datasets': [ds], 'tags': ['image-completion', 'inpainting', 'mde', 'context-encoder' if p['arch'] == 'ce' else 'missing-data-encoder'],
              'metrics': ['psnr', 'mse'],
              'model-index': [{'name': name, 'results': [{'task': {'type': 'image-inpainting', 'name': 'image completion'},
                               'dataset': {'type': ds, 'name': f"{data['name']} (held-out split, {run.get('eval_data', {}).get('n', '?')} images)"},
@@ -81,7 +81,7 @@ def model_card(run_dir):
         '---', yaml.safe_dump(front, sort_keys=False).strip(), '---', '',
         f"# {name}: {what}", '',
         f"A model of [mde](https://github.com/mde-project/mde), trained by `python -m mde.trainer --run {name}` "
-        f"(mde {run.get('mde_version', '?')}, commit `{run.get('git_commit', '?')}`, torch {run.get('torch_version', '?')}, "
+        f"(mde {run.get('mde_version', '?')}, the mde code of commit `{run.get('git_commit', '?')}`, torch {run.get('torch_version', '?')}, "
         f"{run.get('device', '?')}).", '',
         '## Training', '',
         f"- **Data**: {data['name']}, {train_n} training images at {data['img_size']} x {data['img_size']} px "
