@@ -174,7 +174,7 @@ def test_variants_train_and_log(tmp_path, over):
     front = yaml.safe_load(card.split('---')[1])
     assert front['datasets'] == ['digits'] and front['license'] == 'cc-by-4.0'
     assert f"updates at batch {p['train']['batch_size']}" in card and 'mde.complete' in card
-    if p['losses']['perceptual'] and 'imagenet' not in run['perceptual_vgg']: assert 'standing in for ImageNet' in card
+    if p['losses']['perceptual'] and 'imagenet' not in run['perceptual_vgg']: assert 'standing in for the ImageNet weights' in card
 
 
 def test_training_lowers_heldout_completion_loss(tmp_path):
