@@ -4,7 +4,8 @@ The fine-tuned reading of Table 1 (`mde.probing.finetune_model`: the encoder up 
 heads) ended at about 4 px for every encoder, random weights included, against 1.26 px for predicting the training
 mean shape. This script re-runs it for random weights and one trained encoder with one change at a time:
 evaluation with the batch statistics instead of the running ones (an evaluation artefact?), a 10x head learning
-rate and 4x the updates (too few updates?), and landmarks alone (the attribute loss crowding them out?).
+rate and 4x the updates (too few updates?), a floor under the standardisation of the FC units (a nearly dead unit
+scaled up by 1/sqrt(eps)?), and landmarks alone (the attribute loss crowding them out?).
 
     python scripts/faces_finetune_check.py [--runs REC10] [--steps 1000] [--out results/faces-cpu]
 """
@@ -22,6 +23,8 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument('--runs', default='REC10'); ap.add_argument('--steps', type=int, default=1000)
 ap.add_argument('--params', default='params.yaml'); ap.add_argument('--runs-dir', default='outputs/runs')
 ap.add_argument('--out', default='results/faces-cpu')
+ap.add_argument('--variants', default='', help='comma-separated names of VARIANTS (default: all)')
+ap.add_argument('--prior', default='', help='a CSV of earlier rows of this table to keep (e.g. the variants run before)')
 a = ap.parse_args()
 t0 = time.time()
 models = {r: load_run(r, a.params, a.runs_dir) for r in a.runs.split(',')}
@@ -30,7 +33,7 @@ models = {RANDOM: random_model(first.params, seed=first.params['seed']), **model
 data = probe_data(first.params['data'], 0.2)
 img = first.img_size
 
-def finetune(model, steps, head_lr=1e-3, lr=1e-4, tasks=None, eval_bn='running', seed=0):
+def finetune(model, steps, head_lr=1e-3, lr=1e-4, tasks=None, eval_bn='running', seed=0, norm_eps=None):
     fit_images, fit_t = data['fit']; ev_images, ev_t = data['eval']
     tasks = tasks or data['tasks']
     T = {t: _targets(fit_t[t], t, _n_classes(data, t)) for t in tasks}
@@ -38,6 +41,7 @@ def finetune(model, steps, head_lr=1e-3, lr=1e-4, tasks=None, eval_bn='running',
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _Tuned(model.net, {t: v.shape[1] for t, v in T.items()})
+    if norm_eps is not None: net.norm.eps = norm_eps     # a floor under the variance of each FC unit's standardisation
     enc = [p for n, p in net.named_parameters() if n.startswith('G.') and p.requires_grad]
     opt = torch.optim.Adam([{'params': enc, 'lr': lr}, {'params': net.heads.parameters(), 'lr': head_lr}])
     g = torch.Generator().manual_seed(seed)
@@ -62,16 +66,23 @@ def finetune(model, steps, head_lr=1e-3, lr=1e-4, tasks=None, eval_bn='running',
     for t in T: row.update(probe_scores(torch.cat(preds[t]), ev_t[t], t, img))
     return row
 
-variants = {'as in Table 1 (1000 updates, heads 1e-3)': {},
+VARIANTS = {'as in Table 1 (1000 updates; heads 1e-3)': {},
             'evaluated with batch statistics': {'eval_bn': 'batch'},
             'heads lr 1e-2': {'head_lr': 1e-2},
+            'standardisation floor (BatchNorm1d eps 1)': {'norm_eps': 1.0},
             'landmarks alone': {'tasks': ['landmarks']},
             '4x updates': {'steps': 4 * a.steps}}
+variants = {k: VARIANTS[k] for k in (a.variants.split(',') if a.variants else VARIANTS)}
 keys = ('landmark_error', 'attr_error')
 rows = [{'model': 'image-blind (mean shape, majority)', 'variant': '-',
          **{k: v for k, v in trivial_row(data).items() if k in keys}}]
+if a.prior:
+    import csv
+    rows += [{k: (float(v) if k in keys else v) for k, v in r.items()} for r in csv.DictReader(open(a.prior))]
+done = {(r['model'], r['variant']) for r in rows}
 for name, m in models.items():
     for what, kw in variants.items():
+        if (name, what) in done: continue
         kw = {'steps': a.steps, **kw}
         row = {'model': name, 'variant': what, **{k: v for k, v in finetune(m, **kw).items() if k in keys}}
         rows.append(row); print(row, flush=True)
