@@ -64,10 +64,12 @@ def load_run(name, path='params.yaml', root='outputs/runs', device='cpu', overri
     return model
 
 # %% ../nbs/14_studies.ipynb #0b3a73db
-def data_split(d, split, limit=None):
-    "Split `split` of the data a run's `params['data']` section `d` describes, as an `ImageDataset` (`limit` images evenly spaced)."
+def data_split(d, split, limit=None, cache=True):
+    """Split `split` of the data a run's `params['data']` section `d` describes, as an `ImageDataset` (`limit` images
+    evenly spaced). `cache=False` decodes without writing under `<root>/cache` (a DVC output: a look leaves it alone)."""
     return load_dataset(d['name'], split, root=d['root'], img_size=d['img_size'], source=d.get('source'),
-                        download=d.get('download', False), limit=limit, classes=d.get('classes'), test_share=d.get('test_share'))
+                        download=d.get('download', False), limit=limit, cache=cache, classes=d.get('classes'),
+                        test_share=d.get('test_share'))
 
 
 def test_set(path='params.yaml', n=None, overrides=None):
