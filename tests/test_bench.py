@@ -90,3 +90,12 @@ def test_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, '-m', 'mde.bench', '--models', 'vgg'], capture_output=True, text=True,
                          cwd=REPO, timeout=120)
     assert bad.returncode == 2 and 'invalid choice' in bad.stderr
+
+
+def test_the_completion_benchmark_completes_every_image_and_says_how(tmp_path):
+    from mde.bench import COMPLETE_TARGET_S, bench_complete
+    r = bench_complete(n=3, size=64, out=tmp_path, path=REPO / 'params.yaml', batch_size=2)
+    assert r['images'] == 3 and r['seconds'] > 0 and r['images_per_s'] == pytest.approx(3 / r['seconds'], rel=0.01)
+    assert r['target_s'] == COMPLETE_TARGET_S and r['model'].startswith('the embedded default')
+    assert json.loads((tmp_path / 'complete.json').read_text())['images'] == 3
+    assert '3 JPEGs of 64x64' in (tmp_path / 'complete.md').read_text()
