@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .build import pick_device
 from .data import _limit_idx, load_dataset
 from .evaluation import heatmap, pivot, write_table
 from .metrics import mse
@@ -207,8 +208,9 @@ def _curves(models, root, train_rows):
     return rows, fig
 
 
-def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/runs', device='cpu', progress=True, n_show=8):
+def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/runs', device='auto', progress=True, n_show=8):
     "The CE report's Table 1, Section 3.3, loss curves, image grids and Section 3.4 sweep; tables and figures into `out`."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     cfg = studies_config(path)
     if 'ce_report' not in cfg: raise ValueError(f"{path} has no `studies.ce_report` section (runs: all / one_class / large)")
     st, test_images = cfg['ce_report'], cfg['test_images']

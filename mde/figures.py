@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .build import pick_device
 from .evaluation import _as_float, scenario_name, test_masks
 from .studies import _save, load_run, run_dir, studies_config, test_set
 from .params import find_params
@@ -100,8 +101,9 @@ def fig6(model, images, k=5, n=3, seed=2024, title=None):
     return fig
 
 # %% ../nbs/21_figures.ipynb #caf546c5
-def figures_study(out='outputs/figures', path='params.yaml', root='outputs/runs', device='cpu', overrides=None, n=6, k=5):
+def figures_study(out='outputs/figures', path='params.yaml', root='outputs/runs', device='auto', overrides=None, n=6, k=5):
     "Figs. 1, 5, 6 from the runs of `studies.figures` (and its `fig1` runs); PNGs and provenance into `out`."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     cfg = studies_config(path)
     st = cfg.get('figures')
     if st is None: raise ValueError(f"{path} has no `studies.figures` section (runs: label -> run name; fig1: the ablation's)")

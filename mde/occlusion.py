@@ -10,6 +10,7 @@ import json
 
 import torch
 
+from .build import pick_device
 from .evaluation import _as_float, protocol_notes, test_masks, write_table
 from .masks import OCCLUSIONS
 from .studies import _save, describe_losses, load_run, run_study
@@ -73,8 +74,9 @@ def occlusion_figure(models, images, n=4, title=None):
 
 # %% ../nbs/20_occlusion.ipynb #ff801c2b
 def occlusion_study(out='outputs/occlusion', path='params.yaml', root='outputs/runs',
-                    classifier='outputs/classifier/classifier.pt', device='cpu', progress=True, overrides=None, n_show=4):
+                    classifier='outputs/classifier/classifier.pt', device='auto', progress=True, overrides=None, n_show=4):
     "Table 3: the `studies.occlusion` models under the six face occlusions; tables, figure and provenance into `out`."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     rows, models, ds, prov, out, what = run_study('occlusion', out, path, root, classifier, device, progress, overrides)
     name, size = ds.info.get('name'), ds.images.shape[-1]
     stand_in = name != 'celeba'

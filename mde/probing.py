@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .build import build_networks
+from .build import build_networks, pick_device
 from .data import _limit_idx
 from .evaluation import write_table
 from .inference import Completer
@@ -332,8 +332,9 @@ def _figure(rows, tasks, title):
     return fig
 
 
-def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs', device='cpu', progress=True, overrides=None):
+def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs', device='auto', progress=True, overrides=None):
     "Tables 1-2: the random generator and each `studies.probing` run, probed; tables, figure and provenance into `out`."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     cfg = studies_config(path)
     st = cfg.get('probing')
     if st is None: raise ValueError(f"{path} has no `studies.probing` section (runs to probe and `probe` settings)")

@@ -401,6 +401,11 @@ def find_inception_weights(path=None):
     hub = Path(torch.hub.get_dir()) / 'checkpoints'
     return next((hub / f for f in INCEPTION_FILES if (hub / f).is_file()), None)
 
+def _home_relative(p):
+    "`p` as `~/...` when it lies in the user's home (the same words on every machine), else as it is."
+    home = Path.home()
+    return f"~/{p.relative_to(home)}" if home != Path(home.anchor) and p.is_relative_to(home) else str(p)
+
 def _standard_status(path=None):
     "(weights path or None, list of what is missing)."
     missing = []
@@ -412,7 +417,7 @@ def _standard_status(path=None):
     if weights is None:
         where = (f"the given path {path}" if path is not None else
                  f"$MDE_INCEPTION_WEIGHTS ({os.environ['MDE_INCEPTION_WEIGHTS']})" if os.environ.get('MDE_INCEPTION_WEIGHTS') else
-                 f"{Path(torch.hub.get_dir()) / 'checkpoints'}")
+                 _home_relative(Path(torch.hub.get_dir()) / 'checkpoints'))
         missing.append(f"no Inception weights file ({' or '.join(INCEPTION_FILES)}) in {where}; nothing is downloaded: "
                        "put the file there by hand")
     return weights, missing

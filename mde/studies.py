@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .build import pick_device
 from .data import load_dataset
 from .evaluation import (LABELS, evaluate, heatmap, line_plot, parse_scenario, pivot, protocol_info,
                             protocol_notes, sanity_rows, scenario_name, write_table)
@@ -107,7 +108,7 @@ def score_runs(runs, images, tests, seed, scorer=None, path='params.yaml', root=
     return rows, models
 
 
-def provenance(path, images, seed, tests, models, scorer_what, extra=None):
+def provenance(path, images, seed, tests, models, scorer_what, extra=None, device='cpu'):
     "How a study's numbers were made: data, protocol, models (run, step), scorer and substitutes, code and versions."
     vgg = set()
     for m in models.values():
@@ -116,7 +117,7 @@ def provenance(path, images, seed, tests, models, scorer_what, extra=None):
     return {'params': str(find_params(path)),
             'protocol': protocol_info(images, seed=seed, scenarios=tests), 'models': models,
             'scorer': scorer_what, 'perceptual_vgg': sorted(v for v in vgg if v),
-            **environment(), **(extra or {})}
+            **environment(device), **(extra or {})}
 
 # %% ../nbs/14_studies.ipynb #a831d582
 def _models_note(models):
@@ -135,8 +136,9 @@ def _save(fig, path):
 
 
 def run_study(study, out, path='params.yaml', root='outputs/runs', classifier='outputs/classifier/classifier.pt',
-              device='cpu', progress=True, overrides=None):
+              device='auto', progress=True, overrides=None):
     "Score the models of `studies.<study>` on its tests: (rows, models, test set, provenance, out folder, scorer description)."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     cfg = studies_config(path)
     if study not in cfg: raise ValueError(f"params.yaml has no study {study!r} under `studies:`; studies: {[k for k in cfg if k not in ('test_seed', 'test_images')]}")
     st, seed = cfg[study], cfg['test_seed']
@@ -144,12 +146,13 @@ def run_study(study, out, path='params.yaml', root='outputs/runs', classifier='o
     scorer, what = make_scorer(ds.images, classifier, device=device)
     rows, models = score_runs(st['runs'], ds.images, st['tests'], seed, scorer, path, root, device, progress, overrides)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    return rows, models, ds, provenance(path, ds, seed, st['tests'], models, what), out, what
+    return rows, models, ds, provenance(path, ds, seed, st['tests'], models, what, device=device), out, what
 
 
 def grid_study(out='outputs/grid', path='params.yaml', root='outputs/runs', classifier='outputs/classifier/classifier.pt',
-               device='cpu', progress=True, overrides=None):
+               device='auto', progress=True, overrides=None):
     "Fig. 7: every grid model under every grid test; writes grid.csv/.md, grid_psnr/_is tables, fig7_grid.png."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     import matplotlib.pyplot as plt
     rows, models, ds, prov, out, what = run_study('grid', out, path, root, classifier, device, progress, overrides)
     seed = prov['protocol']['test_seed']
@@ -209,8 +212,9 @@ def balance_rows(runs, root='outputs/runs', path='params.yaml'):
 
 
 def ablation_study(out='outputs/ablation', path='params.yaml', root='outputs/runs',
-                   classifier='outputs/classifier/classifier.pt', device='cpu', progress=True, overrides=None):
+                   classifier='outputs/classifier/classifier.pt', device='auto', progress=True, overrides=None):
     "Fig. 8: the ablation models under REC masks of several test S; writes ablation tables, fig8_ablation.png, loss_balance."
+    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     import matplotlib.pyplot as plt
     rows, models, ds, prov, out, what = run_study('ablation', out, path, root, classifier, device, progress, overrides)
     described = {'a': 'completion + reconstruction', 'b': '+ perceptual + adversarial', 'c': '+ HnS coord',

@@ -5,6 +5,8 @@ import json
 from mde.data import load_dataset
 from mde.evaluation import evaluate
 from mde.occlusion import PAPER_TABLE3, occlusion_study
+from mde.build import pick_device
+from mde.provenance import device_name
 from mde.studies import load_run
 
 
@@ -28,3 +30,5 @@ def test_occlusion_study_is_the_evaluation_of_each_model(study_project):
     assert {r['losses'] for r in csv.DictReader(open(tmp / 'occ' / 'occlusion.csv')) if r['model'] == 'MDE-REC-L2'} == \
         {'completion + reconstruction'}
     assert (tmp / 'occ' / 'fig_occlusions.png').stat().st_size > 0
+    # the study ran where `device='auto'` (the default) points, the GPU when there is one, and says so
+    assert json.loads((tmp / 'occ' / 'provenance.json').read_text())['device'] == device_name(pick_device('auto'))
