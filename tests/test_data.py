@@ -1127,3 +1127,29 @@ def test_trainer_trains_on_your_own_folder(tmp_path):
     run = json.loads((tmp_path / 'run' / 'run.json').read_text())
     assert run['train_data']['name'] == 'folder' and run['train_data']['n'] + run['eval_data']['n_available'] == 48
     assert 'your own images' in (tmp_path / 'run' / 'README.md').read_text()
+
+
+def test_folder_data_what_needs_labels_says_so_and_the_rest_runs(tmp_path):
+    "Your own folder has no labels: the classifier and probing stop with a sentence that says so; completion metrics run."
+    from mde.evaluation import evaluate
+    from mde.probing import probe_targets
+    from mde.scores import build_classifier
+    from mde.studies import make_scorer
+    src = tmp_path / 'photos'
+    _own_images(src, [f'{i:03d}.png' for i in range(20)])
+    ds = load_dataset('folder', 'test', root=tmp_path / 'data', img_size=16, source=src, test_share=0.5)
+    p = load_params(PARAMS, {'data.name': 'folder', 'data.source': str(src), 'data.root': str(tmp_path / 'data'),
+                             'data.img_size': 16})
+    with pytest.raises(ValueError, match="'folder' has no labels.*learns from labels"):
+        build_classifier(p, tmp_path / 'clf', progress=False)
+    with pytest.raises(ValueError, match='none of the labels a probe needs.*no labels known for data set .folder.'):
+        probe_targets(ds)
+    scorer, why = make_scorer(ds.images, tmp_path / 'clf' / 'classifier.pt')
+    assert scorer is None and 'no IS/FID/KID columns' in why
+    from mde.inference import Completer
+    from mde.build import build_networks
+    p2 = load_params(PARAMS, {'data.img_size': 16, 'model.widths': [8, 16], 'model.d_widths': [8, 16],
+                              'model.fc_dim': 16, 'model.convs_per_block': 1})
+    m = Completer(p2, build_networks(p2))
+    rows = evaluate(m, ds.images, ['REC@0.1'], progress=False)
+    assert rows[0]['psnr'] > 0 and 'ssim' in rows[0]
