@@ -112,7 +112,7 @@ def _set(k, v): return ['--set', f'{k}={json.dumps(v) if isinstance(v, list) els
 
 def train(a, dev, seconds):
     out = Path(a.out) / 'train'
-    if a.smoke: sets = {**SMOKE_TRAIN, 'train.steps': 4}
+    if a.smoke: sets = {**SMOKE_TRAIN, 'train.steps': 4, 'data.root': str((Path(a.out) / 'data').resolve())}   # not the repository's data/
     else:
         data = Path(a.data)
         if not (data / 'celeba-subset.tar.gz').is_file() and not (data / 'img_align_celeba').is_dir():
