@@ -78,7 +78,8 @@ rows = [{'model': 'image-blind (mean shape, majority)', 'variant': '-',
          **{k: v for k, v in trivial_row(data).items() if k in keys}}]
 if a.prior:
     import csv
-    rows += [{k: (float(v) if k in keys else v) for k, v in r.items()} for r in csv.DictReader(open(a.prior))]
+    rows += [{k: ((float(v) if v != '' else None) if k in keys else v) for k, v in r.items()}
+             for r in csv.DictReader(open(a.prior)) if r['variant'] != '-']     # the image-blind row is made above
 done = {(r['model'], r['variant']) for r in rows}
 for name, m in models.items():
     for what, kw in variants.items():
