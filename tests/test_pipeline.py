@@ -252,3 +252,12 @@ def test_every_study_stage_depends_on_the_models_its_study_reads():
         runs |= set(conf.get('sweep', [])) | set(conf.get('fig1', {}).values())
         missing = sorted(r for r in runs if f'outputs/runs/{r}/model.pt' not in _deps(stages[study]))
         assert not missing, f"dvc.yaml stage {study!r} reads the models of {missing} without depending on them"
+
+
+def test_mde_has_no_import_cycle():
+    """No module of mde imports, directly or through others, a module that imports it back (function-level imports
+    included): each module can be read, tested and changed from the bottom layer up."""
+    mods = {p.stem for p in (REPO / 'mde').glob('*.py')}
+    graph = {m: _mde_imports(ast.parse((REPO / 'mde' / f'{m}.py').read_text())) - {m} for m in mods}
+    cycles = [m for m in mods if m in _import_closure(graph[m])]
+    assert not cycles, f"mde modules on an import cycle: {sorted(cycles)}"

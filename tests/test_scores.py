@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import mde.scores as S
 from mde.data import ImageDataset, load_dataset, shared_data_dir
 from mde.metrics import inception_score
-from mde.scores import (LABELS, SCORE_DEFAULTS, STANDS_IN_FOR, Classifier, Scorer, build_classifier, dataset_targets,
+from mde.params import SCORE_DEFAULTS
+from mde.scores import (LABELS, STANDS_IN_FOR, Classifier, Scorer, build_classifier, dataset_targets,
                         evaluate_classifier, find_inception_weights, frechet_distance, kernel_distance, load_classifier,
                         main, save_classifier, score_settings, standard_scores, standard_scores_available,
                         train_classifier)
