@@ -32,9 +32,14 @@ class BatchSource:
         if n_rank < batch_size:
             raise ValueError(f"{len(images)} training images cannot fill a batch of {batch_size} on {world} process(es); "
                              "lower train.batch_size or use more data (data.limit)")
-        self.images, self.bs, self.seed, self.rank, self.world = images, batch_size, seed, rank, world
+        self.bs, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.per_epoch = n_rank // batch_size
         self.device, self._epoch, self._perm = torch.device(device), None, None
+        self.images, self.placement = images, 'host'
+        if self.device.type == 'cuda':   # no copy from the host each update: the uint8 images on the GPU when they take
+            free, _ = torch.cuda.mem_get_info(self.device)        # under a quarter of its free memory, else pinned
+            if images.numel() * images.element_size() < free / 4: self.images, self.placement = images.to(self.device), 'device'
+            else: self.images, self.placement = images.pin_memory(), 'pinned host'
 
     def __call__(self, step):
         epoch, i = divmod(step, self.per_epoch)

@@ -88,7 +88,7 @@ def profile(a, dev, updates=None):
     t0 = time.perf_counter(); read_checkpoint(ck); read_s = time.perf_counter() - t0
     mb = ck.stat().st_size / 2**20
     ck.unlink()
-    r = {'img_size': size, 'batch_size': bs, 'amp_bf16': setup.amp if isinstance(getattr(setup, 'amp', None), bool) else None,
+    r = {'img_size': size, 'batch_size': bs, 'images_placement': source.placement, 'amp_bf16': setup.amp if isinstance(getattr(setup, 'amp', None), bool) else None,
          'ms_per_update': round(ms, 2), 'timed_updates': updates, 'images_per_s': round(bs / ms * 1e3, 1),
          'kernels_per_update' if dev.type == 'cuda' else 'top_level_ops_per_update': len(kern),
          'device_busy_ms_per_update': None if busy_ms is None else round(busy_ms, 2),

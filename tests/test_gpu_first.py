@@ -21,6 +21,7 @@ def test_every_step_runs_on_the_cpu_and_writes_its_result(tmp_path):
     env = json.loads((tmp_path / 'env.json').read_text())
     assert env['imports_failed'] == {} and env['modules'] > 20          # mde imports with the device image's packages
     prof = json.loads((tmp_path / 'profile.json').read_text())
+    assert prof['images_placement'] == 'host'                          # on a GPU: 'device' or 'pinned host'
     assert prof['ms_per_update'] > 0 and prof['top_level_ops_per_update'] > 50 and prof['checkpoint_save_s'] > 0
     train = json.loads((tmp_path / 'train.json').read_text())
     assert train['steps'] == 4 and train['metrics']['step'] == 4 and (tmp_path / 'train' / 'model.pt').is_file()
