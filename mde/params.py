@@ -267,7 +267,7 @@ SCORE_DEFAULTS = {
     'kid_subset_size': 100,
     'is_splits': 1,
     'device': 'auto',          # auto | cpu | cuda
-    'threads': 1,              # torch intra-op CPU threads during the stage; null: torch's default (see the note above)
+    'threads': 1,              # torch intra-op CPU threads during the stage; null: torch's default (why: nbs/13_scores.ipynb)
 }
 
 def _check_score_settings(s):

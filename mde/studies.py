@@ -152,7 +152,6 @@ def run_study(study, out, path='params.yaml', root='outputs/runs', classifier='o
 def grid_study(out='outputs/grid', path='params.yaml', root='outputs/runs', classifier='outputs/classifier/classifier.pt',
                device='auto', progress=True, overrides=None):
     "Fig. 7: every grid model under every grid test; writes grid.csv/.md, grid_psnr/_is tables, fig7_grid.png."
-    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     import matplotlib.pyplot as plt
     rows, models, ds, prov, out, what = run_study('grid', out, path, root, classifier, device, progress, overrides)
     seed = prov['protocol']['test_seed']
@@ -214,7 +213,6 @@ def balance_rows(runs, root='outputs/runs', path='params.yaml'):
 def ablation_study(out='outputs/ablation', path='params.yaml', root='outputs/runs',
                    classifier='outputs/classifier/classifier.pt', device='auto', progress=True, overrides=None):
     "Fig. 8: the ablation models under REC masks of several test S; writes ablation tables, fig8_ablation.png, loss_balance."
-    device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
     import matplotlib.pyplot as plt
     rows, models, ds, prov, out, what = run_study('ablation', out, path, root, classifier, device, progress, overrides)
     described = {'a': 'completion + reconstruction', 'b': '+ perceptual + adversarial', 'c': '+ HnS coord',

@@ -57,14 +57,14 @@ def env(a, dev):
             'cpu_count': os.cpu_count(), 'modules': len(mods), 'imports_failed': failed}
 
 
-def profile(a, dev, updates=None):
+def profile(a, dev):
     "The trainer's update at the paper's size (toy sizes with --smoke), timed without instrumentation."
     p = bench_params('mde-rec-96', ROOT / 'params.yaml', smoke=a.smoke)
     size, bs = p['data']['img_size'], p['train']['batch_size']
     setup = build(p, dev)
     images = torch.randint(0, 256, (max(4 * bs, 64), 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     source = BatchSource(images, bs, p['seed'], device=dev)
-    updates = updates or (3 if a.smoke else 30 if dev.type == 'cuda' else 4)
+    updates = 3 if a.smoke else 30 if dev.type == 'cuda' else 4
     s = 0
     for _ in range(3 if dev.type == 'cuda' else 1):                  # warm-up: kernels chosen, caches filled
         train_step(setup, make_batch(setup, source, s)); step_schedulers(setup); s += 1
@@ -88,7 +88,7 @@ def profile(a, dev, updates=None):
     t0 = time.perf_counter(); read_checkpoint(ck); read_s = time.perf_counter() - t0
     mb = ck.stat().st_size / 2**20
     ck.unlink()
-    r = {'img_size': size, 'batch_size': bs, 'images_placement': source.placement, 'amp_bf16': setup.amp if isinstance(getattr(setup, 'amp', None), bool) else None,
+    r = {'img_size': size, 'batch_size': bs, 'images_placement': source.placement, 'amp_bf16': setup.amp,
          'ms_per_update': round(ms, 2), 'timed_updates': updates, 'images_per_s': round(bs / ms * 1e3, 1),
          'kernels_per_update' if dev.type == 'cuda' else 'top_level_ops_per_update': len(kern),
          'device_busy_ms_per_update': None if busy_ms is None else round(busy_ms, 2),
@@ -118,7 +118,8 @@ def train(a, dev, seconds):
         if not (data / 'celeba-subset.tar.gz').is_file() and not (data / 'img_align_celeba').is_dir():
             raise FileNotFoundError(f"no CelebA in {data} (celeba-subset.tar.gz or img_align_celeba/): copy "
                                     "../shared/data/celeba-subset.tar.gz and its landmark file into it and name it in carry")
-        ms = (json.loads((Path(a.out) / 'profile.json').read_text()).get('ms_per_update') or 100) if (Path(a.out) / 'profile.json').is_file() else 100
+        prof = Path(a.out) / 'profile.json'      # the measured update time, when the profile step ran and succeeded
+        ms = (json.loads(prof.read_text()) if prof.is_file() else {}).get('ms_per_update') or 100
         steps = a.train_steps or int(max(50, min(5000, (seconds - 90) / (ms / 1e3))) // 50 * 50)   # ~90 s to decode the data
         sets = {'profile': 'paper-celeba', 'data.source': str(data.resolve()), 'train.steps': steps,
                 'train.ckpt_every': max(1, steps // 2), 'train.eval_every': steps, 'train.sample_every': steps,
