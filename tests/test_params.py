@@ -295,6 +295,12 @@ WRONG = st.one_of(st.text(max_size=12), st.lists(st.one_of(st.integers(-3, 300),
 HOW = st.sampled_from(['replace', 'replace', 'delete', 'add'])
 
 
+def _get(doc, key):
+    "The value at dotted `key` of nested dict `doc`."
+    for k in key.split('.'): doc = doc[k]
+    return doc
+
+
 def _mutate(doc, key, how, value):
     "Mutate `doc` at dotted `key`; returns the dotted key an error must name."
     *parents, last = key.split('.')
@@ -308,21 +314,41 @@ def _mutate(doc, key, how, value):
     return key
 
 
-def _check_mutation(tmp_path, doc, named, **kw):
+def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _surely_invalid(original, how, value, parent=''):
+    """Whether a mutation is invalid whatever the key: an unknown key added (except a new run under `runs:` or
+    `sweep_runs:`, whose keys are names), a section or list where a number, switch or word was, a NaN for a number, or
+    letters for a number or a switch. (Deleting a key, a null's replacement or a plausible value may be valid.)"""
+    if how == 'add': return parent not in ('runs', 'sweep_runs')
+    if how != 'replace' or original is None or isinstance(original, (dict, list)): return False
+    if isinstance(value, (dict, list)): return True
+    if _is_number(original) and isinstance(value, float) and math.isnan(value): return True
+    letters = isinstance(value, str) and value.isalpha() and value.lower() not in ('inf', 'nan', 'null', 'true', 'false', 'yes', 'no', 'on', 'off', 'y', 'n')
+    return (_is_number(original) or isinstance(original, bool)) and letters
+
+
+def _check_mutation(tmp_path, doc, named, must_refuse=False, **kw):
+    "A mutated file loads, or is refused with a message naming the key; a surely invalid mutation must be refused."
     f = params_file(tmp_path, doc)
-    try: load_params(f, **kw); event('loaded (the mutation was valid)')
+    try: load_params(f, **kw)
     except ValueError as e:
         event('refused')
         msg = str(e).replace(str(tmp_path), '<tmp>')
         assert named in msg or named.split('.')[-1] in msg, (named, msg)
+        return
+    event('loaded (the mutation was valid)')
+    assert not must_refuse, f'{named}: an invalid value was accepted'
 
 
 @FAST
 @given(key=st.sampled_from(_paths(FILE)), how=HOW, value=WRONG)
 def test_mutated_params_file_loads_or_names_the_key(tmp_path_factory, key, how, value):
     doc = copy.deepcopy(FILE)
+    original, parent = _get(doc, key), key.rpartition('.')[0]
     named = _mutate(doc, key, how, value)
-    _check_mutation(tmp_path_factory.mktemp('p'), doc, named)
+    _check_mutation(tmp_path_factory.mktemp('p'), doc, named, must_refuse=_surely_invalid(original, how, value, parent))
 
 
 PROFILE_KEYS = [(name, k) for name in PROFILES for k in _paths(load_yaml((REPO / 'profiles' / f'{name}.yaml').read_text()))]
@@ -336,9 +362,35 @@ def test_mutated_profile_loads_or_names_the_key(tmp_path_factory, target, how, v
     (tmp / 'profiles').mkdir()
     for other in PROFILES: (tmp / 'profiles' / f'{other}.yaml').write_text((REPO / 'profiles' / f'{other}.yaml').read_text())
     prof = load_yaml((tmp / 'profiles' / f'{name}.yaml').read_text())
+    original, parent = _get(prof, key), key.rpartition('.')[0]
     named = _mutate(prof, key, how, value)
     (tmp / 'profiles' / f'{name}.yaml').write_text(yaml.safe_dump(prof))
-    _check_mutation(tmp, {**copy.deepcopy(FILE), 'profile': name}, named)
+    must = _surely_invalid(original, how, value, parent)
+    _check_mutation(tmp, {**copy.deepcopy(FILE), 'profile': name}, named, must_refuse=must)
+
+
+@pytest.mark.parametrize('bad, why', [({'zz': 1}, 'a section'), ([1, 2], 'a list'), ('abc', 'letters'), (float('nan'), 'NaN')])
+def test_every_scalar_of_params_yaml_refuses_a_surely_invalid_value(tmp_path, bad, why):
+    "Deterministic sweep: every scalar key of params.yaml given a value of the wrong kind is refused, naming the key."
+    accepted = []
+    for i, key in enumerate(k for k in _paths(FILE) if not isinstance(_get(FILE, k), (dict, list))):
+        original = _get(FILE, key)
+        if not _surely_invalid(original, 'replace', bad): continue
+        doc = copy.deepcopy(FILE)
+        _mutate(doc, key, 'replace', bad)
+        (tmp_path / str(i)).mkdir()
+        try: load_params(params_file(tmp_path / str(i), doc))
+        except ValueError as e: assert key.split('.')[-1] in str(e), (key, str(e))
+        else: accepted.append(key)
+    assert not accepted, f'{why} accepted for {accepted}'
+
+
+def test_surely_invalid_is_not_too_eager():
+    assert _surely_invalid(0.1, 'add', 0.2) and _surely_invalid(0.1, 'replace', {'a': 1})
+    assert _surely_invalid(True, 'replace', 'maybe') and _surely_invalid(3, 'replace', float('nan'))
+    assert not _surely_invalid(0.1, 'replace', 0.2) and not _surely_invalid(0.1, 'delete', None)
+    assert not _surely_invalid('rec', 'replace', 'abc') and not _surely_invalid(True, 'replace', 'false')
+    assert not _surely_invalid(None, 'replace', [1, 2]) and not _surely_invalid(None, 'add', {}, parent='runs')
 
 
 # --- the method as the paper writes it: hide-and-seek form, reduction, VGG input, box aspect ratio ------------------
