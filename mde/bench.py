@@ -27,7 +27,7 @@ from .complete import main as complete_main
 from .inference import save_model
 from .params import load_params
 from .provenance import device_name
-from .step import BatchSource, make_batch, step_schedulers, train_step
+from .step import BatchSource, loss_values, make_batch, step_schedulers, train_step
 
 # %% ../nbs/17_bench.ipynb #0b42a6a4
 BENCH_MODELS = {   # name -> (profile, overrides): the paper-size MDE-REC with every loss, and the report's two CEs
@@ -91,9 +91,10 @@ def _peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20     # KiB on Linux
 
 
-def time_updates(params, device, steps, images, count_flops=False):
+def time_updates(params, device, steps, images, count_flops=False, uninstrumented=0):
     """Train `steps` updates of `params` on `images` (uint8) from its seeded initial weights; returns per-update
-    seconds of each phase, the losses of every update, the FLOPs of the first one (if `count_flops`) and peak memory."""
+    seconds of each phase, the losses of every update, the FLOPs of the first one (if `count_flops`), peak memory,
+    and the mean seconds of `uninstrumented` more updates timed as one block (None if 0)."""
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     setup = build(params, device)
     source = BatchSource(images, params['train']['batch_size'], params['seed'], device=device)
@@ -113,13 +114,29 @@ def time_updates(params, device, steps, images, count_flops=False):
         t2 = time.perf_counter()
         rows.append({'total': t2 - t0, 'data': t1 - t0, 'backward': ph.backward, 'optimizer': ph.optimizer,
                      'forward': max(0.0, t2 - t1 - ph.backward - ph.optimizer)})
-        losses.append(out)
-    return {'rows': rows, 'losses': losses, 'flops': flops, 'peak_memory_gib': _peak_memory(device)}
+        losses.append(loss_values(out))
+    free = None
+    if uninstrumented:          # what the trainer sees: no wait between phases, the host queues ahead of the GPU
+        _sync(device); t0 = time.perf_counter()
+        for s in range(steps, steps + uninstrumented):
+            train_step(setup, make_batch(setup, source, s)); step_schedulers(setup)
+        _sync(device); free = (time.perf_counter() - t0) / uninstrumented
+    return {'rows': rows, 'losses': losses, 'flops': flops, 'peak_memory_gib': _peak_memory(device),
+            'uninstrumented_s_per_update': free}
 
 # %% ../nbs/17_bench.ipynb #d7a6a2a7
-def matmul_peak(device, dtype, n=None, reps=None):
-    "Measured matmul throughput (TFLOP/s) of `dtype` on `device`: the best of `reps` n x n products."
-    n = n or (8192 if device.type == 'cuda' else 2048)
+def matmul_peak(device, dtype, n=None, reps=None, budget_s=0.5):
+    """Measured matmul throughput (TFLOP/s) of `dtype` on `device`: the best of `reps` n x n products. Without an `n`,
+    the size grows from 256 while one product takes under `budget_s` / 8, up to 8192 on a GPU and 2048 on a CPU: a
+    CPU with no bf16 arithmetic (no AMX or avx512_bf16) multiplies bf16 1000x slower than fp32, and a fixed 2048
+    cost minutes there."""
+    if n is None:
+        top, n = (8192 if device.type == 'cuda' else 2048), 256
+        while n < top:
+            a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+            a @ b; _sync(device); t0 = time.perf_counter(); a @ b; _sync(device)
+            if time.perf_counter() - t0 > budget_s / 8: break
+            n *= 2
     reps = reps or (20 if device.type == 'cuda' else 4)
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     for _ in range(2): a @ b
@@ -142,9 +159,11 @@ def true_fp32():
 
 # %% ../nbs/17_bench.ipynb #fb52dbe9
 def _summary(run, batch_size, timed):
+    "Images/s and s/update uninstrumented (on a CPU: the instrumented mean, the same thing), and the phase split."
     rows = run['rows'][-timed:]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-    return {'images_per_s': batch_size / mean['total'], 's_per_update': mean['total'],
+    s = run['uninstrumented_s_per_update'] or mean['total']
+    return {'images_per_s': batch_size / s, 's_per_update': s, 's_per_update_instrumented': mean['total'],
             'split': {k: mean[k] / mean['total'] for k in ('data', 'forward', 'backward', 'optimizer')},
             'peak_memory_gib': run['peak_memory_gib']}
 
@@ -161,18 +180,26 @@ def _compare(plain, opt):
     return ok, worst_abs, worst_rel
 
 
-def bench_model(model, device, steps, peaks, path='params.yaml', smoke=False, warmup=1):
-    "Benchmark one of `BENCH_MODELS`: plain and optimized updates from the same weights and batches."
+def bench_model(model, device, steps, peaks, path='params.yaml', smoke=False, warmup=1, compiled=False):
+    """Benchmark one of `BENCH_MODELS`: plain and optimized updates from the same weights and batches (and, with
+    `compiled`, the optimized one under `torch.compile` as a third configuration)."""
     opt_p, plain_p = bench_params(model, path, smoke=smoke), bench_params(model, path, plain=True, smoke=smoke)
     bs, size = opt_p['train']['batch_size'], opt_p['data']['img_size']
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (bs * (steps + 1), 3, size, size), dtype=torch.uint8, generator=g)
-    with true_fp32(): plain = time_updates(plain_p, device, steps, images, count_flops=True)
-    opt = time_updates(opt_p, device, steps, images)
+    free = steps if device.type == 'cuda' else 0
+    with true_fp32(): plain = time_updates(plain_p, device, steps, images, count_flops=True, uninstrumented=free)
+    opt = time_updates(opt_p, device, steps, images, uninstrumented=free)
     timed = max(1, steps - warmup)
     s_plain, s_opt = _summary(plain, bs, timed), _summary(opt, bs, timed)
     flops = plain['flops']
-    for s, amp in ((s_plain, False), (s_opt, amp_choice(opt_p['train']['amp'], device)[0])):
+    runs = [(s_plain, False), (s_opt, amp_choice(opt_p['train']['amp'], device)[0])]
+    comp = None
+    if compiled:              # the first updates compile (minutes on a CPU): warm-up covers them
+        comp_p = {**opt_p, 'train': {**opt_p['train'], 'compile': True}}
+        comp = time_updates(comp_p, device, steps, images, uninstrumented=free)
+        runs.append((_summary(comp, bs, timed), runs[1][1]))
+    for s, amp in runs:
         peak = peaks['bf16' if amp else 'fp32']
         s['tflops_per_s'] = flops / s['s_per_update'] / 1e12
         s['peak_used'] = 'bf16' if amp else 'fp32'
@@ -185,7 +212,12 @@ def bench_model(model, device, steps, peaks, path='params.yaml', smoke=False, wa
     data_ips = bs * steps / (time.perf_counter() - t0)
     ok, worst_abs, worst_rel = _compare(plain['losses'][:LOSS_UPDATES], opt['losses'][:LOSS_UPDATES])
     n_params = sum(p.numel() for n in setup.nets for p in setup.net(n).parameters())
-    return {'model': model, 'img_size': size, 'batch_size': bs, 'parameters': n_params,
+    extra = {}
+    if comp:
+        c_ok, _, c_rel = _compare(plain['losses'][:LOSS_UPDATES], comp['losses'][:LOSS_UPDATES])
+        extra = {'compiled': runs[2][0], 'speedup_compiled': runs[2][0]['images_per_s'] / s_plain['images_per_s'],
+                 'losses_match_compiled': c_ok, 'loss_worst_rel_diff_compiled': c_rel, 'losses_compiled': comp['losses']}
+    return {**extra, 'model': model, 'img_size': size, 'batch_size': bs, 'parameters': n_params,
             'optimizations': {k: opt_p['train'][k] for k in OPTIMIZATIONS},
             'amp_path': amp_choice(opt_p['train']['amp'], device)[1], 'steps': steps, 'timed_steps': timed,
             'flops_per_update': flops, 'plain': s_plain, 'optimized': s_opt,
@@ -243,15 +275,20 @@ def markdown_table(result):
              '| model | config | images/s | s/update | data | forward | backward | optimizer | peak mem (GiB) | '
              'TFLOP/s | of peak | speedup | losses match |', '|' + '---|' * 13]
     for r in result['models']:
-        for cfg in ('plain', 'optimized'):
+        for cfg in ('plain', 'optimized', 'compiled'):
+            if cfg not in r: continue
             s = r[cfg]
             lines.append(f"| {r['model']} (batch {r['batch_size']}, {r['img_size']}px) | {cfg} | {s['images_per_s']:.3g} | "
                          f"{s['s_per_update']:.3g} | " + ' | '.join(f"{s['split'][k]:.0%}" for k in ('data', 'forward', 'backward', 'optimizer'))
                          + f" | {s['peak_memory_gib']:.3g} | {s['tflops_per_s']:.3g} | {s['fraction_of_peak']:.1%} ({s['peak_used']}) | "
-                         + (f"{r['speedup']:.2f}x | {r['losses_match']} (worst rel. {r['loss_worst_rel_diff']:.1e})" if cfg == 'optimized' else ' | ') + ' |')
+                         + (f"{r['speedup']:.2f}x | {r['losses_match']} (worst rel. {r['loss_worst_rel_diff']:.1e})" if cfg == 'optimized' else
+                            f"{r['speedup_compiled']:.2f}x | {r['losses_match_compiled']} (worst rel. {r['loss_worst_rel_diff_compiled']:.1e})"
+                            if cfg == 'compiled' else ' | ') + ' |')
     lines += ['', 'optimized = ' + ', '.join(f'{k}={v}' for k, v in result['models'][0]['optimizations'].items())
-              + f"; loss tolerance {result['models'][0]['loss_tolerance']}; FLOPs counted once per update "
-              "(torch.utils.flop_counter: matmuls and convolutions, forward and backward)."]
+              + f"; compiled = optimized under torch.compile; loss tolerance {result['models'][0]['loss_tolerance']}; "
+              "FLOPs counted once per update (torch.utils.flop_counter: matmuls and convolutions, forward and backward); "
+              "s/update " + ('uninstrumented (the same updates timed again as one block: the phase split syncs at every '
+              'boundary)' if result.get('device_type') == 'cuda' else 'as timed (on a CPU the phase boundaries do not synchronise)') + '.']
     for r in result['models']:
         extra = f"; paper schedule (300,000 updates): {r['paper_schedule_hours']:.3g} h" if r['paper_schedule_hours'] else ''
         lines.append(f"- {r['model']}: {r['flops_per_update'] / 1e9:.4g} GFLOP per update, data path "
@@ -261,7 +298,7 @@ def markdown_table(result):
 
 
 def run_bench(models=tuple(BENCH_MODELS), device='auto', steps=None, out='outputs/bench', path='params.yaml',
-              smoke=False, progress=print):
+              smoke=False, progress=print, compiled=False):
     "Benchmark `models` on `device`; write bench.json and bench.md into `out`; return the result."
     dev = pick_device(device)
     steps = steps or (25 if dev.type == 'cuda' else 3)
@@ -270,10 +307,10 @@ def run_bench(models=tuple(BENCH_MODELS), device='auto', steps=None, out='output
     peaks = {'fp32': matmul_peak(dev, torch.float32), 'bf16': matmul_peak(dev, torch.bfloat16)}
     rows = []
     for m in models:
-        rows.append(bench_model(m, dev, steps, peaks, path, smoke, warmup))
+        rows.append(bench_model(m, dev, steps, peaks, path, smoke, warmup, compiled))
         progress(f"{m}: {rows[-1]['plain']['images_per_s']:.3g} -> {rows[-1]['optimized']['images_per_s']:.3g} images/s "
                  f"({rows[-1]['speedup']:.2f}x), losses match: {rows[-1]['losses_match']}")
-    result = {'device': device_name(dev), 'threads': torch.get_num_threads(), 'torch': str(torch.__version__),
+    result = {'device': device_name(dev), 'device_type': dev.type, 'threads': torch.get_num_threads(), 'torch': str(torch.__version__),
               'python': platform.python_version(), 'machine': platform.machine(), 'smoke': smoke,
               'peak_tflops': peaks, 'seconds': time.perf_counter() - t0, 'models': rows}
     if rows and rows[0]['model'] == 'mde-rec-96':
@@ -293,6 +330,8 @@ def main(argv=None):
     ap.add_argument('--out', default='outputs/bench')
     ap.add_argument('--params', default='params.yaml')
     ap.add_argument('--smoke', action='store_true', help='toy sizes: checks that the benchmark runs, measures nothing useful')
+    ap.add_argument('--compile', action='store_true', help='also time the optimized update under torch.compile (a third '
+                    'configuration; compiling takes minutes on a CPU)')
     ap.add_argument('--complete', action='store_true',
                     help=f'time mde-complete instead: 100 JPEGs of 512x512 (target {COMPLETE_TARGET_S} s on 2 CPU cores)')
     a = ap.parse_args(argv)
@@ -300,7 +339,7 @@ def main(argv=None):
         r = bench_complete(n=3 if a.smoke else 100, size=64 if a.smoke else 512, out=a.out, path=a.params,
                            device='cpu' if a.device == 'auto' else a.device)
         return print((Path(a.out) / 'complete.md').read_text())
-    try: r = run_bench(a.models, a.device, a.steps, a.out, a.params, a.smoke)
+    try: r = run_bench(a.models, a.device, a.steps, a.out, a.params, a.smoke, compiled=a.compile)
     except ValueError as e: ap.error(str(e))
     print((Path(a.out) / 'bench.md').read_text())
     print(f"{Path(a.out) / 'bench.json'} ({r['seconds']:.0f} s)")

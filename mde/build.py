@@ -143,6 +143,12 @@ def build(p, device=torch.device('cpu'), rank=0, world=1):
     torch.manual_seed(p['seed'])  # same initial weights on every rank and every run
     random.seed(p['seed']); np.random.seed(p['seed'] % 2**32)  # unused by mde, but saved in checkpoints: same bytes
     t = p['train']
+    if device.type == 'cuda':   # the shapes of an update never change: let cuDNN time its algorithms once per shape
+        torch.backends.cudnn.benchmark = bool(t.get('cudnn_benchmark', True)) and not t.get('deterministic')
+    if t.get('deterministic'):  # the same bits from the same state on a GPU too (slower); where torch has no
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # deterministic kernel it warns, and the run can differ
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
     nets = build_networks(p)
     for name, net in nets.items():
         net.to(device)

@@ -202,9 +202,14 @@ SCHEMA = {
     'train.poly_power': _num('a number >= 0', lambda x: x >= 0),
     'train.ce_optimizer': _choice(CE_OPTIMIZER_NAMES, required=False),
     'train.amp': Rule("true, false or 'auto'", lambda v: v if isinstance(v, bool) or v == 'auto' else _BAD, False),
-    **{f'train.{k}': _flag() for k in ('channels_last', 'compile', 'fused_optimizer')},
+    **{f'train.{k}': _flag() for k in ('channels_last', 'compile', 'fused_optimizer', 'cudnn_benchmark', 'deterministic')},
     'train.device': _str('auto, cpu, cuda or cuda:N', ok=_DEVICE.match, required=False),
     **{f'train.{k}': _int(1) for k in ('ckpt_every', 'eval_every', 'sample_every', 'log_every')},
+    'train.check_every': _int(1, required=False),
+    'train.ckpt_minutes': Rule('null (no time interval) or a number of minutes > 0',
+                               lambda v: None if v is None else _num('', lambda x: x > 0).check(v), required=False),
+    'train.ckpt_background': Rule("true, false or 'auto'", lambda v: v if isinstance(v, bool) or v == 'auto' else _BAD,
+                                  False),
     'train.progress': _flag(),
     **{f'losses.{k}': _num(_WEIGHT, lambda x: x >= 0, required=False) for k in LOSS_WEIGHTS},
     'losses.hns_variant': _choice(HNS_VARIANTS),
@@ -595,7 +600,8 @@ def smoke_params(overrides=None, path='params.yaml', run=None):
 
 # %% ../nbs/05_params.ipynb #eec42e68
 _RUN_INVARIANT = ('train.ckpt_every', 'train.sample_every', 'train.log_every', 'train.eval_every',
-                  'train.progress', 'train.device')
+                  'train.progress', 'train.device', 'train.check_every', 'train.ckpt_minutes', 'train.ckpt_background',
+                  'train.cudnn_benchmark', 'train.deterministic')
 
 
 def same_run(a, b):

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['seed_of', 'BatchSource', 'run_masks', 'mask_generator', 'make_batch', 'generator_terms', 'train_step',
-           'step_schedulers', 'loss_balance']
+           'step_schedulers', 'loss_values', 'loss_balance']
 
 # %% ../nbs/07_step.ipynb #1397f301
 from contextlib import nullcontext
@@ -126,11 +126,12 @@ def _d_step(setup, Z, Y):
     fake_loss = F.softplus(fake).mean()                                # -log(1 - D(G(M Z)))
     fake_loss.backward()
     opt.step()
-    return (real_loss + fake_loss).item()
+    return (real_loss + fake_loss).detach()
 
 
 def train_step(setup, batch):
-    "One update of every network; returns the losses as floats."
+    """One update of every network; returns the losses as detached scalar tensors, without a host-device sync
+    (the GPU runs ahead of the host; `loss_values` reads them all with one transfer)."""
     p, L, nets = setup.params, setup.params['losses'], setup.nets
     Z, M = batch['Z'], batch['M']
     X, red = M * Z, L.get('reduction', 'mean')
@@ -142,7 +143,7 @@ def train_step(setup, batch):
         t, l = (Z.shape[-2] - h) // 2, (Z.shape[-1] - h) // 2
         loss = F.mse_loss(pred.float(), Z[..., t:t + h, l:l + h])
         _step_opt(setup, 'CE', loss)
-        return {'loss/ce_mse': loss.item()}
+        return {'loss/ce_mse': loss.detach()}
 
     with setup.autocast():
         Y = nets['G'](X)
@@ -158,24 +159,30 @@ def train_step(setup, batch):
                 r_real = nets['R'](Z)
             r_loss = r_loss + hns_seek_loss(r_real.float(), torch.ones_like(M), red)
         _step_opt(setup, 'R', r_loss)
-        out['loss/r_seek'] = r_loss.item()
+        out['loss/r_seek'] = r_loss.detach()
     if 'C' in nets:
         with setup.autocast():
             c = nets['C'](Y.detach())
         c_loss = hns_coord_loss(c.float(), normalize_boxes(batch['boxes'], Z.shape[-2:]), red)
         _step_opt(setup, 'C', c_loss)
-        out['loss/c_seek'] = c_loss.item()
+        out['loss/c_seek'] = c_loss.detach()
     # 3. G completes, fools D and hides M from R (Eqs. 2-5, 7/8)
     terms = generator_terms(setup, batch, Y)
     g_loss = sum(L[k] * v for k, v in terms.items())
     _step_opt(setup, 'G', g_loss)
-    out.update({f'loss/g_{k}': v.item() for k, v in terms.items()})
-    out['loss/g_total'] = g_loss.item()
+    out.update({f'loss/g_{k}': v.detach() for k, v in terms.items()})
+    out['loss/g_total'] = g_loss.detach()
     return out
 
 
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
+
+# %% ../nbs/07_step.ipynb #2478b0f8
+def loss_values(losses):
+    "{name: float} of `train_step`'s {name: scalar tensor}, read with one host-device transfer."
+    if not losses: return {}
+    return dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
 
 # %% ../nbs/07_step.ipynb #03027612
 def loss_balance(setup, batch):

@@ -69,7 +69,7 @@ def test_run_json_says_which_path_the_trainer_took(tmp_path):
     run = json.loads((tmp_path / 'run' / 'run.json').read_text())
     amx = cpu_has_amx()                                  # auto: bf16 autocast on a CPU only where it has AMX
     assert run['optimizations'] == {'amp_bf16': amx, 'channels_last': p['train']['channels_last'],
-                                    'compile': False, 'fused_optimizer': True}
+                                    'compile': False, 'fused_optimizer': True, 'deterministic': False}
     assert run['amp_bf16'] is amx and run['amp_reason'].startswith('auto: this CPU has ' + ('AMX' if amx else 'no AMX'))
     set_param(p, 'train.amp', True)                      # forced: bf16 whatever the CPU
     train(p, tmp_path / 'bf16')

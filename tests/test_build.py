@@ -1,4 +1,5 @@
 """mde.build: what `build` makes from parameters; here the precision choice `train.amp` (true | false | auto)."""
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,21 @@ def test_a_compiled_model_saves_and_loads_without_compile_prefixes(tmp_path):
     assert not any(k.startswith('_orig_mod.') for k in state['nets']['G'])
     m = load_model(tmp_path / 'model.pt')
     for k, v in s.net('G').state_dict().items(): assert torch.equal(m.net.state_dict()[k], v)
+
+
+def test_a_cpu_compiled_run_trains_and_its_model_loads(tmp_path):
+    "A real torch.compile (inductor on the CPU) of a few updates, then load_model on the model.pt the trainer wrote."
+    import shutil
+    from mde.inference import load_model
+    from mde.trainer import train
+    if not (shutil.which('gcc') or shutil.which('cc') or shutil.which('clang')):
+        pytest.skip('torch.compile on the CPU needs a C compiler (gcc, cc or clang) on PATH; none here')
+    p = smoke_params({'data.root': str(tmp_path / 'data'), 'train.compile': True, 'train.steps': 2,
+                      'train.eval_every': 2, 'train.sample_every': 2, 'train.ckpt_every': 2})
+    train(p, tmp_path / 'run')
+    run = json.loads((tmp_path / 'run' / 'run.json').read_text())
+    assert run['optimizations']['compile'] is True
+    state = torch.load(tmp_path / 'run' / 'model.pt', weights_only=True)
+    assert not any(k.startswith('_orig_mod.') for net in state['nets'].values() for k in net)
+    m = load_model(tmp_path / 'run' / 'model.pt')
+    assert m.complete(torch.rand(1, 3, 16, 16), torch.ones(1, 3, 16, 16)).shape == (1, 3, 16, 16)

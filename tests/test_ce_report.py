@@ -127,7 +127,7 @@ def test_the_study_refuses_a_wrong_role_and_an_mde_model(project, tmp_path):
 
 
 def test_sweep_trains_every_sweep_run_in_one_process(tmp_path, monkeypatch):
-    "`python -m mde.trainer --sweep` (the DVC sweep stage) trains each run of `sweep_runs:` into outputs/runs/<name>."
+    "`python -m mde.trainer --sweep` trains each run of `sweep_runs:` into outputs/runs/<name> (DVC: one sweep@<name> stage each)."
     from mde.params import run_names
     from mde.trainer import main
     conf = shrink_ce_runs(load_yaml((REPO / 'params.yaml').read_text()), sweep=2, steps=2)

@@ -261,3 +261,12 @@ def test_mde_has_no_import_cycle():
     graph = {m: _mde_imports(ast.parse((REPO / 'mde' / f'{m}.py').read_text())) - {m} for m in mods}
     cycles = [m for m in mods if m in _import_closure(graph[m])]
     assert not cycles, f"mde modules on an import cycle: {sorted(cycles)}"
+
+
+def test_the_sweep_stages_come_from_params_yaml():
+    "The sweep is `foreach: ${sweep_runs}`: its run names live in params.yaml only, not in a second list in dvc.yaml."
+    raw = yaml.safe_load((REPO / 'dvc.yaml').read_text())['stages']['sweep']
+    assert raw['foreach'] == '${sweep_runs}' and 'sweep_runs.${key}' in raw['do']['params']
+    text = yaml.safe_dump(raw)
+    named = [n for n in run_names(REPO / 'params.yaml', 'sweep_runs') if n in text]
+    assert not named, f"dvc.yaml's sweep stage names runs by hand: {named}"

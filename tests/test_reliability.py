@@ -27,7 +27,9 @@ ALL_PLAYERS = {'losses.adversarial': 0.01, 'losses.hns': 10.0, 'losses.hns_varia
 
 def tiny(tmp_path, **over):
     p = load_params(REPO / 'params.yaml')
-    for k, v in {**SMOKE, 'data.root': str(tmp_path / 'data'), **ALL_PLAYERS, 'train.steps': 8,
+    # on the CPU, where resuming is bit-identical (asserted below); a GPU's atomics make it so only within a
+    # tolerance, tested apart (test_a_resumed_cuda_run_matches_within_a_stated_tolerance)
+    for k, v in {**SMOKE, 'data.root': str(tmp_path / 'data'), **ALL_PLAYERS, 'train.steps': 8, 'train.device': 'cpu',
                  'train.ckpt_every': 2, 'train.eval_every': 4, 'train.sample_every': 8, **over}.items():
         set_param(p, k, v)
     return validate_params(p)
@@ -269,3 +271,79 @@ def test_the_cli_stops_a_diverging_run_with_a_message(tmp_path):
                         '--out', str(tmp_path / 'o'), *sets, '--set', 'train.lr_g=1.0e+12'],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 1 and 'training diverged at update' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize('bad_update, caught_at, saved', [(4, 5, 3), (7, 9, 6)])
+def test_a_nan_between_divergence_checks_is_caught_before_anything_is_saved(tmp_path, monkeypatch, bad_update,
+                                                                            caught_at, saved):
+    "check_every 5, ckpt_every 3: checks at 3, 5, 6, 9, 10; a NaN at update 4 is caught at 5, one at 7 at 9."
+    p = tiny(tmp_path, **{'train.steps': 12, 'train.check_every': 5, 'train.ckpt_every': 3, 'train.log_every': 12,
+                          'train.eval_every': 12, 'train.sample_every': 12})
+    real, seen = T.train_step, {'n': 0, 'done': []}
+    def poisoned(setup, batch):
+        seen['n'] += 1
+        out = real(setup, batch)
+        if seen['n'] == bad_update:      # the weights diverge: every parameter of G becomes NaN from here on
+            with torch.no_grad():
+                for q in setup.net('G').parameters(): q.fill_(float('nan'))
+            out = {**out, 'loss/g_total': torch.tensor(float('nan'))}
+        return out
+    monkeypatch.setattr(T, 'train_step', poisoned)
+    with pytest.raises(DivergenceError, match=rf'diverged at update {bad_update}: loss/g_total = nan'):
+        train(p, tmp_path / 'run')
+    assert seen['n'] == caught_at                            # updates after the NaN ran, up to the next check
+    state = read_checkpoint(tmp_path / 'run' / 'checkpoints' / 'last.ckpt')
+    assert state['step'] == saved
+    assert all(torch.isfinite(v).all() for v in state['nets']['G'].values() if v.is_floating_point())
+    assert not (tmp_path / 'run' / 'model.pt').exists()
+
+
+def test_background_checkpoint_writes_survive_kills_and_resume_to_the_same_weights(tmp_path, monkeypatch, whole):
+    "train.ckpt_background: true on the CPU: a kill mid-write (in the writing thread) and one between updates."
+    p = tiny(tmp_path, **{'train.ckpt_background': True})
+    out = tmp_path / 'cut'
+    for kind, at in (('write', 2), ('update', 5)):     # the checkpoint of 4 cut; then a kill in update 7
+        with monkeypatch.context() as m:
+            Killer(m, kind, at=at, fraction=0.4)
+            with pytest.raises(Killed): train(p, out)
+        shutil.rmtree(out / 'dvclive', ignore_errors=True)
+    assert find_checkpoint(out / 'checkpoints' / 'last.ckpt')[1]['step'] == 6
+    summary = train(p, out)
+    run = json.loads((out / 'run.json').read_text())
+    assert run['checkpoint_writes']['background'] is True and run['resumed_from_step'] == 6
+    assert summary['eval'] == whole[0]['eval']
+    assert_same_weights(whole[1], model_weights(out / 'model.pt'))
+
+
+def test_a_timed_checkpoint_is_written_between_update_intervals(tmp_path, monkeypatch):
+    "train.ckpt_minutes: with the clock moved on 10 minutes an update, every check (check_every 2) saves."
+    p = tiny(tmp_path, **{'train.ckpt_every': 8, 'train.check_every': 2, 'train.ckpt_minutes': 5,
+                          'train.eval_every': 8, 'train.sample_every': 8, 'train.log_every': 8})
+    clock = {'t': 1000.0}
+    def tick():
+        clock['t'] += 600.0
+        return clock['t']
+    monkeypatch.setattr(T, 'time', types.SimpleNamespace(time=tick))
+    steps = []
+    real = C.write_checkpoint
+    monkeypatch.setattr(C, 'write_checkpoint', lambda state, *a, **k: (steps.append(state['step']), real(state, *a, **k))[1])
+    train(p, tmp_path / 'run')
+    assert steps == [2, 4, 6, 8]
+
+
+CUDA_RESUME_TOL = 1e-3     # |resumed - unbroken| <= 1e-3 * (1 + |unbroken|) per weight after 8 updates
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device on this machine (the CPU tests above assert '
+                    'bit-identical resumes)')
+def test_a_resumed_cuda_run_matches_within_a_stated_tolerance(tmp_path, monkeypatch):
+    "On a GPU, with train.deterministic, a killed and resumed run ends within CUDA_RESUME_TOL of an unbroken one."
+    p = tiny(tmp_path, **{'train.device': 'cuda', 'train.deterministic': True})
+    train(p, tmp_path / 'whole')
+    _cut_at(tmp_path, monkeypatch, p, 5)
+    train(p, tmp_path / 'cut')
+    a, b = model_weights(tmp_path / 'whole' / 'model.pt'), model_weights(tmp_path / 'cut' / 'model.pt')
+    for net in a:
+        for k, v in a[net].items():
+            if v.is_floating_point():
+                assert (b[net][k] - v).abs().le(CUDA_RESUME_TOL * (1 + v.abs())).all(), f'{net}.{k}'
