@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The whole MDE study on real faces at CPU scale (README: "Real faces"): every MDE run the studies read, trained
+# The whole MDE study on real faces at CPU scale (docs/faces.md): every MDE run the studies read, trained
 # under profiles/faces-cpu.yaml on CelebA, then the classifier, the Fig. 7 grid, the Fig. 8 ablation, probing
 # (Tables 1-2), the occlusions (Table 3), the figures and the report, with the claims table on top. The tables,
 # provenance, claims and the time of each stage are kept in results/faces-cpu/ (figures stay in outputs/: they
-# show real faces). About 120 minutes on 2 CPU cores (nothing else running).
+# show real faces). About 61 minutes on 2 CPU cores, nothing else running (measured: results/faces-cpu/stage_times.md).
 #
 #   bash scripts/faces_cpu.sh [DATA_FOLDER]     # default ../shared/data
 #

@@ -1,4 +1,4 @@
-"""Why the trained encoders do (not) transfer: two diagnostics on a finished faces-cpu run (README: "Real faces").
+"""Why the trained encoders do (not) transfer: two diagnostics on a finished faces-cpu run (docs/faces.md).
 
 1. Does the decoder use the FC representation z? Completion pSNR over the missing region of held-out faces, masks of
    each run's own kind, with each image's own z, with z replaced by the batch mean of z (the FC path's image-specific

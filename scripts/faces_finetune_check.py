@@ -1,4 +1,4 @@
-"""Why does the fine-tuned landmark probe end worse than the mean shape? (README: "Real faces")
+"""Why does the fine-tuned landmark probe end worse than the mean shape? (docs/faces.md)
 
 The fine-tuned reading of Table 1 (`mde.probing.finetune_model`: the encoder up to the FC layer trained with both
 heads) ended at about 4 px for every encoder, random weights included, against 1.26 px for predicting the training

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Table 1's levers on real faces (README: "Real faces"): after scripts/faces_cpu.sh, train variants of MDE-REC10 under
+# Table 1's levers on real faces (docs/faces.md): after scripts/faces_cpu.sh, train variants of MDE-REC10 under
 # the faces-cpu profile outside the pipeline (into outputs/levers/), then probe their FC codes and measure how much the
 # decoder uses them, beside the pipeline's REC10 and random weights (scripts/faces_diagnostics.py, tables
 # results/faces-cpu/levers_*). The levers: fewer U-Net skip connections (model.skips: the decoder must take the face's

@@ -1,5 +1,5 @@
 """The first lent GPU: everything worth measuring on it, in one run of under 8 minutes, each result written the moment
-it exists, so that a timeout loses only the step it cut (README: "Speed", "The first GPU").
+it exists, so that a timeout loses only the step it cut (docs/speed.md, "The first GPU").
 
 Steps, in order (each writes <out>/<step>.json; <out>/summary.json says which ran, how long, and what failed):
   env      torch/CUDA versions, the device, bf16 support, every `mde` module imported (the device image has torch,
