@@ -1,5 +1,10 @@
 "Shared test helpers (pytest puts tests/ on sys.path, so test files `from helpers import ...`)."
+from pathlib import Path
+
 import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def rec_like_masks(n=2, size=16, seed=0):
@@ -33,3 +38,31 @@ def shrink_ce_runs(conf, sweep=2, steps=3):
             'train': {'steps': steps, 'batch_size': 8, 'eval_every': 1, 'log_every': 1, 'ckpt_every': steps,
                       'sample_every': steps}}
     return conf
+
+
+def runs_file(folder, runs, studies=None):
+    """`folder/params.yaml`: the repository's params.yaml with `runs` as its only named runs (no sweep runs) and
+    `studies` as its studies section (none when None: the repository's name runs this file lacks); the repository's
+    profiles linked beside it. Returns its path."""
+    doc = yaml.safe_load((REPO / 'params.yaml').read_text())
+    doc['runs'] = runs
+    doc.pop('sweep_runs', None)
+    doc.pop('studies', None)
+    if studies is not None: doc['studies'] = studies
+    f = Path(folder) / 'params.yaml'
+    f.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if not (Path(folder) / 'profiles').exists(): (Path(folder) / 'profiles').symlink_to(REPO / 'profiles')
+    return f
+
+
+def untrained_runs(path, overrides, root, names=None):
+    """Write `<root>/<name>/model.pt` for each named run of params file `path` (with dotted `overrides`): its networks
+    as built, untrained, at step 0; what the studies load as the run's model, without training. Returns `root`."""
+    from mde.build import build_networks
+    from mde.inference import save_model
+    from mde.params import load_params, run_names
+    for name in names or run_names(path):
+        p = load_params(path, overrides, run=name)
+        nets = build_networks(p)
+        save_model(Path(root) / name / 'model.pt', p, {n: nets[n] for n in ('G', 'CE') if n in nets}, 0)
+    return Path(root)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import mde.data as D
-from mde.data import (CELEBA_CROP, CIFAR10_CLASSES, DATASETS, ImageDataset, celeba_crop_box, celeba_to_crop,
+from mde.data import (CELEBA_CROP, CIFAR10_CLASSES, ImageDataset, celeba_crop_box, celeba_to_crop,
                       load_dataset, prepare_dataset, shared_data_dir)
 from mde.params import load_params
 
@@ -305,17 +305,6 @@ def test_tree_summary(tmp_path):
     assert D._tree_summary(d, skip=[d / 'a'])[:2] == (2, 7)
     os.utime(d / 'a' / 'b' / '00007.jpg', ns=(latest + 5, latest + 5))
     assert D._tree_summary(d)[2] == latest + 5
-
-
-def test_code_hash_is_stable_and_follows_helpers(monkeypatch):
-    from mde.provenance import function_hash
-    h = {n: function_hash(getattr(D, f'_build_{n}')) for n in DATASETS}
-    assert h == {n: function_hash(getattr(D, f'_build_{n}')) for n in DATASETS} and len(set(h.values())) == len(DATASETS)
-    monkeypatch.setattr(D, 'CELEBA_CROP', (40, 25, 128))     # a constant it uses
-    assert function_hash(D._build_celeba) != h['celeba'] and function_hash(D._build_cifar10) == h['cifar10']
-    monkeypatch.setattr(D, '_resize_grey', lambda x, size: None)                      # a helper it uses
-    assert function_hash(D._build_digits) != h['digits'] and function_hash(D._build_mnist) != h['mnist']
-    assert function_hash(D._build_flowers102) == h['flowers102']
 
 
 def test_digits_key_follows_the_code(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """Tests of mde.params: the YAML reader (YAML 1.2 floats), the schema of every key, and property-based tests (hypothesis)
 over mask kinds, sizes and S, and over mutated parameter files and profiles: every bad value is a ValueError naming its
-key, never an exception from deep inside."""
+key, never an exception from deep inside; named runs and profiles laid over the file."""
 import copy
 import math
 import os
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import runs_file
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import mde.trainer
@@ -40,6 +41,89 @@ def refused(fn, *args, **kw):
     "The message of the ValueError `fn(*args, **kw)` raises (any other outcome fails the test)."
     with pytest.raises(ValueError) as e: fn(*args, **kw)
     return str(e.value)
+
+
+# --- parameters, named runs and profiles: refused or laid over as documented -----------------------------
+
+@pytest.mark.parametrize('over, words', [
+    ({'S': 0}, 'strictly between 0 and 1'), ({'S': 1.5}, 'strictly between 0 and 1'),
+    ({'S': float('nan')}, 'strictly between'), ({'mask': 'holes'}, 'mask must be one of'),
+    ({'arch': 'vae'}, 'arch must be one of'), ({'data.name': 'imagenet'}, 'data.name must be one of'),
+    ({'losses.hns_variant': 'hide'}, 'hns_variant'), ({'losses.adversarial': -1}, 'weight >= 0'),
+    ({'train.steps': 0}, 'train.steps'), ({'train.stepz': 3}, 'unknown parameter'),
+    ({'profile': 'nope'}, 'unknown profile'),
+    ({'losses.completion': 0, 'losses.reconstruction': 0}, 'at least one'),
+    ({'data.img_size': 20}, 'multiple of 8'), ({'arch': 'ce', 'data.img_size': 64}, '32 or 128'),
+])
+def test_bad_parameters_are_refused_before_training(over, words):
+    with pytest.raises(ValueError, match=words):
+        load_params(PARAMS, over)
+
+
+@pytest.mark.parametrize('mask', ['inpaint', 'reverse', 'center', 'color1', 'color2'])
+@pytest.mark.parametrize('variant', ['rec', 'alt', 'coord'])
+def test_hide_and_seek_is_refused_where_the_mask_cannot_be_hidden(mask, variant):
+    with pytest.raises(ValueError, match='cannot hide a mask'):
+        load_params(PARAMS, {'mask': mask, 'losses.hns': 1.0, 'losses.hns_variant': variant})
+    for ok in ('random', 'rec'):
+        load_params(PARAMS, {'mask': ok, 'losses.hns': 1.0, 'losses.hns_variant': variant})
+
+
+def test_named_runs_lay_over_the_file_and_overrides_over_them(tmp_path):
+    f = runs_file(tmp_path, {'A': {'mask': 'rec', 'S': 0.1, 'losses': {'adversarial': 0.5}}, 'B': {'train.steps': 7}})
+    assert run_names(f) == ['A', 'B']
+    a = load_params(f, run='A')
+    assert (a['run'], a['mask'], a['S'], a['losses']['adversarial'], a['losses']['completion']) == ('A', 'rec', 0.1, 0.5, 1.0)
+    assert load_params(f, {'S': 0.3}, run='A')['S'] == 0.3            # overrides win over the run
+    assert load_params(f, run='B')['train']['steps'] == 7              # dotted keys work too
+    assert 'runs' not in a and 'studies' not in a                      # not part of any run
+
+
+@pytest.mark.parametrize('runs, run, words', [
+    ({'A': {'mask': 'rec'}}, 'Z', "unknown run 'Z'"),
+    ({'A': {'losses': {'styel': 1.0}}}, 'A', "run 'A'.*unknown parameter 'losses.styel'"),
+    ({'A': {'mask': 'inpaint', 'losses': {'hns': 1.0}}}, 'A', 'cannot hide'),
+    ({'A': {'profile': 'paper-celeba'}}, 'A', 'may not set'),
+    ({'bad name': {'mask': 'rec'}}, 'bad name', 'letters, digits'),
+    ({'A': {'S': 0}}, 'A', 'strictly between'),
+])
+def test_bad_runs_are_refused_before_training(tmp_path, runs, run, words):
+    f = runs_file(tmp_path, runs)
+    with pytest.raises(ValueError, match=words):
+        load_params(f, run=run)
+
+
+def test_repository_runs_and_studies_are_valid():
+    names = run_names(PARAMS)
+    for n in names: load_params(PARAMS, run=n)
+    studies = side_section('studies', PARAMS)
+    assert set(studies['grid']['runs']) <= set(names)
+    assert set(studies['ablation']['runs'].values()) <= set(names)
+
+
+def test_paper_weights_are_one_setting_away():
+    p = load_params(PARAMS, {'losses.preset': 'paper'}, run='REC10-alt')
+    assert (p['losses']['perceptual'], p['losses']['adversarial'], p['losses']['hns']) == (2e-5, 1e-2, 10.0)
+    c = load_params(PARAMS, {'losses.preset': 'paper'}, run='REC10-coord')
+    assert c['losses']['hns'] == 0.1 and c['losses']['reconstruction'] == 1.0
+
+
+def test_profile_lays_over_params_but_not_the_method():
+    p = load_params(PARAMS, {'profile': 'paper-celeba', 'S': 0.1, 'mask': 'rec'})
+    assert p['data']['name'] == 'celeba' and p['data']['img_size'] == 96 and p['model']['fc_dim'] == 4000
+    assert p['train']['steps'] == 300000 and p['train']['batch_size'] == 24
+    assert p['S'] == 0.1 and p['mask'] == 'rec'
+
+
+def test_context_encoder_profiles_set_arch():
+    p = load_params(PARAMS, {'profile': 'ce-cifar10'})
+    assert p['arch'] == 'ce' and p['data']['name'] == 'cifar10' and p['data']['img_size'] == 32
+
+
+def test_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match='not found'):
+        load_params('params.yaml')
 
 
 # --- the YAML reader ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Tests of the training side: parameters and named runs (mde.params), every loss variant, the update (mde.step),
-resumption (mde.checkpoint), DDP, logging (mde.runlog), the loop and CLI (mde.trainer), the notebook, real data."""
+"""Tests of the training side: every loss variant, the update (mde.step), resumption (mde.checkpoint), DDP, logging
+(mde.runlog), the loop and CLI (mde.trainer), the notebook, real data. The parameters themselves: test_params.py."""
 import json
 import math
 import os
@@ -18,7 +18,7 @@ from helpers import assert_same_weights
 from mde.data import shared_data_dir
 from mde.build import build
 from mde.checkpoint import read_checkpoint
-from mde.params import SMOKE, load_params, run_names, set_param, side_section, validate_params
+from mde.params import SMOKE, load_params, set_param, validate_params
 from mde.runlog import read_history
 from mde.step import BatchSource, loss_balance, make_batch, train_step
 from mde.trainer import train
@@ -39,112 +39,12 @@ def weights(path):
 
 ALL_PLAYERS = {'losses.adversarial': 0.01, 'losses.hns': 10.0, 'losses.hns_variant': 'alt'}
 
-# --- parameters ------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize('over, words', [
-    ({'S': 0}, 'strictly between 0 and 1'), ({'S': 1.5}, 'strictly between 0 and 1'),
-    ({'S': float('nan')}, 'strictly between'), ({'mask': 'holes'}, 'mask must be one of'),
-    ({'arch': 'vae'}, 'arch must be one of'), ({'data.name': 'imagenet'}, 'data.name must be one of'),
-    ({'losses.hns_variant': 'hide'}, 'hns_variant'), ({'losses.adversarial': -1}, 'weight >= 0'),
-    ({'train.steps': 0}, 'train.steps'), ({'train.stepz': 3}, 'unknown parameter'),
-    ({'profile': 'nope'}, 'unknown profile'),
-    ({'losses.completion': 0, 'losses.reconstruction': 0}, 'at least one'),
-    ({'data.img_size': 20}, 'multiple of 8'), ({'arch': 'ce', 'data.img_size': 64}, '32 or 128'),
-])
-def test_bad_parameters_are_refused_before_training(over, words):
-    with pytest.raises(ValueError, match=words):
-        load_params(REPO / 'params.yaml', over)
-
-
-@pytest.mark.parametrize('mask', ['inpaint', 'reverse', 'center', 'color1', 'color2'])
-@pytest.mark.parametrize('variant', ['rec', 'alt', 'coord'])
-def test_hide_and_seek_is_refused_where_the_mask_cannot_be_hidden(mask, variant):
-    with pytest.raises(ValueError, match='cannot hide a mask'):
-        load_params(REPO / 'params.yaml', {'mask': mask, 'losses.hns': 1.0, 'losses.hns_variant': variant})
-    for ok in ('random', 'rec'):
-        load_params(REPO / 'params.yaml', {'mask': ok, 'losses.hns': 1.0, 'losses.hns_variant': variant})
-
-
-def _params_file(tmp_path, runs, extra=''):
-    import yaml
-    base = yaml.safe_load((REPO / 'params.yaml').read_text())
-    base['runs'] = runs
-    base.pop('sweep_runs', None)
-    base.pop('studies', None)   # they name the repository's runs; load_params checks them against `runs`
-    f = tmp_path / 'params.yaml'
-    f.write_text(yaml.safe_dump(base) + extra)
-    (tmp_path / 'profiles').symlink_to(REPO / 'profiles')
-    return f
-
-
-def test_named_runs_lay_over_the_file_and_overrides_over_them(tmp_path):
-    f = _params_file(tmp_path, {'A': {'mask': 'rec', 'S': 0.1, 'losses': {'adversarial': 0.5}}, 'B': {'train.steps': 7}})
-    assert run_names(f) == ['A', 'B']
-    a = load_params(f, run='A')
-    assert (a['run'], a['mask'], a['S'], a['losses']['adversarial'], a['losses']['completion']) == ('A', 'rec', 0.1, 0.5, 1.0)
-    assert load_params(f, {'S': 0.3}, run='A')['S'] == 0.3            # overrides win over the run
-    assert load_params(f, run='B')['train']['steps'] == 7              # dotted keys work too
-    assert 'runs' not in a and 'studies' not in a                      # not part of any run
-
-
-@pytest.mark.parametrize('runs, run, words', [
-    ({'A': {'mask': 'rec'}}, 'Z', "unknown run 'Z'"),
-    ({'A': {'losses': {'styel': 1.0}}}, 'A', "run 'A'.*unknown parameter 'losses.styel'"),
-    ({'A': {'mask': 'inpaint', 'losses': {'hns': 1.0}}}, 'A', 'cannot hide'),
-    ({'A': {'profile': 'paper-celeba'}}, 'A', 'may not set'),
-    ({'bad name': {'mask': 'rec'}}, 'bad name', 'letters, digits'),
-    ({'A': {'S': 0}}, 'A', 'strictly between'),
-])
-def test_bad_runs_are_refused_before_training(tmp_path, runs, run, words):
-    f = _params_file(tmp_path, runs)
-    with pytest.raises(ValueError, match=words):
-        load_params(f, run=run)
-
+# --- the CLI refuses bad parameters before training (the parameters themselves: test_params.py) -----------
 
 def test_cli_refuses_an_unknown_run_before_training(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'mde.trainer', '--run', 'nope', '--out', str(tmp_path / 'x')],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "unknown run 'nope'" in r.stderr and not (tmp_path / 'x').exists()
-
-
-def test_repository_runs_and_studies_are_valid():
-    names = run_names(REPO / 'params.yaml')
-    for n in names: load_params(REPO / 'params.yaml', run=n)
-    studies = side_section('studies', REPO / 'params.yaml')
-    assert set(studies['grid']['runs']) <= set(names)
-    assert set(studies['ablation']['runs'].values()) <= set(names)
-
-
-def test_paper_weights_are_one_setting_away():
-    p = load_params(REPO / 'params.yaml', {'losses.preset': 'paper'}, run='REC10-alt')
-    assert (p['losses']['perceptual'], p['losses']['adversarial'], p['losses']['hns']) == (2e-5, 1e-2, 10.0)
-    c = load_params(REPO / 'params.yaml', {'losses.preset': 'paper'}, run='REC10-coord')
-    assert c['losses']['hns'] == 0.1 and c['losses']['reconstruction'] == 1.0
-
-
-def test_unknown_loss_name_is_refused():
-    p = load_params(REPO / 'params.yaml')
-    p['losses']['style'] = 1.0
-    with pytest.raises(ValueError, match='unknown loss'):
-        validate_params(p)
-
-
-def test_profile_lays_over_params_but_not_the_method():
-    p = load_params(REPO / 'params.yaml', {'profile': 'paper-celeba', 'S': 0.1, 'mask': 'rec'})
-    assert p['data']['name'] == 'celeba' and p['data']['img_size'] == 96 and p['model']['fc_dim'] == 4000
-    assert p['train']['steps'] == 300000 and p['train']['batch_size'] == 24
-    assert p['S'] == 0.1 and p['mask'] == 'rec'
-
-
-def test_context_encoder_profiles_set_arch():
-    p = load_params(REPO / 'params.yaml', {'profile': 'ce-cifar10'})
-    assert p['arch'] == 'ce' and p['data']['name'] == 'cifar10' and p['data']['img_size'] == 32
-
-
-def test_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match='not found'):
-        load_params('params.yaml')
 
 
 # --- every network and loss variant trains -------------------------------------------------------------
