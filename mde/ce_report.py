@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ROLES', 'REPORT_TABLE1', 'REPORT_SECTION33', 'REPORT_SWEEP', 'FIGURES', 'ROW_NAMES', 'centre_completions', 'hole_mse',
-           'run_images', 'data_label', 'table1', 'table1_wide', 'section33', 'epoch_curves', 'completion_panel',
+           'run_images', 'data_label', 'table1', 'ce_table1_wide', 'section33', 'epoch_curves', 'completion_panel',
            'draw_panels', 'sweep_rows', 'sweep_table', 'ce_report_study']
 
 # %% ../nbs/18_ce_report.ipynb #51870408
@@ -16,13 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .build import pick_device
-from .data import _limit_idx, load_dataset
+from .data import spaced_indices, load_dataset
 from .evaluation import heatmap, pivot, write_table
 from .metrics import mse
 from .params import find_params
 from .provenance import environment
 from .runlog import read_history
-from .studies import _save, data_split, load_run, run_dir, studies_config
+from .studies import save_figure, data_split, load_run, run_dir, studies_config
 
 # %% ../nbs/18_ce_report.ipynb #283131d4
 ROLES = {'all': '32x32 all classes', 'one_class': '32x32 truck only', 'large': '128x128 landmark'}
@@ -59,7 +59,7 @@ def run_images(model, split, n=None, test_images=None):
     "(uint8 images, data set) of `split` of the data run `model` was trained on; `n` of them evenly spaced (None: all)."
     d = model.params['data']
     ds = data_split(d, split, d.get('limit') if split == 'train' else test_images)
-    images = ds.images if n is None or n >= len(ds) else ds.images[torch.from_numpy(_limit_idx(len(ds), n))]
+    images = ds.images if n is None or n >= len(ds) else ds.images[torch.from_numpy(spaced_indices(len(ds), n))]
     return images, ds
 
 
@@ -86,7 +86,7 @@ def table1(models, train_n=None, test_images=None, batch_size=256, progress=True
     return rows
 
 
-def table1_wide(rows):
+def ce_table1_wide(rows):
     "Table 1's layout: rows train / test; per model, our MSE (its column names the data used) and the report's."
     out = []
     for split in ('train', 'test'):
@@ -224,7 +224,7 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
     t1 = table1(models, st.get('train_images'), test_images, progress=progress)
     write_table(t1, out, 'table1_long', title="Table 1, long form: hole MSE of each model on its own train / test images",
                 notes=notes, formats={'mse': '.5f', 'report': '.5f'})
-    wide = table1_wide(t1)
+    wide = ce_table1_wide(t1)
     write_table(wide, out, 'table1', title="Table 1: hole MSE, ours beside the CE report's", notes=notes,
                 formats={k: '.5f' for r in wide for k in r if k != 'MSE'})
     # Section 3.3 (Figs. 12-13)
@@ -237,12 +237,12 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
                           [f"Fig. {n} (ours): {ROLES[r]} model\nhole MSE {x['mse']:.4f} (report: {x['report']})"
                            for n, r, x in zip((12, 13), ('all', 'one_class'), s33)],
                           f"Section 3.3: {s33[0]['test images']} test images", img_size=Z.shape[-1])
-        _save(fig, out / 'fig12_13_one_class_by_both.png')
+        save_figure(fig, out / 'fig12_13_one_class_by_both.png')
     # Figs. 3, 6, 9
     rows, fig = _curves(models, root, {r['role']: r for r in t1 if r['split'] == 'train'})
     write_table(rows, out, 'loss_curves', title='Figs. 3, 6, 9: training and validation hole MSE per epoch',
                 formats={'epoch': '.2f', 'mse': '.5f'})
-    _save(fig, out / 'fig3_6_9_loss_curves.png')
+    save_figure(fig, out / 'fig3_6_9_loss_curves.png')
     # Figs. 4-5, 7-8, 10-11
     for role, m in models.items():
         panels, titles = [], []
@@ -251,7 +251,7 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
             Z, M, Y = centre_completions(m, images)
             panels.append(completion_panel(Z, M, Y, n_show)); titles.append(f"{split}: {data_label(m.params, ds.info)}")
         a, b = FIGURES['grids'][role]
-        _save(draw_panels(panels, titles, f"Figs. {a}-{b} (ours): {ROLES[role]}, run {m.name}", img_size=Z.shape[-1]),
+        save_figure(draw_panels(panels, titles, f"Figs. {a}-{b} (ours): {ROLES[role]}, run {m.name}", img_size=Z.shape[-1]),
               out / f"fig{a}_{b}_{role}.png")
     # Section 3.4
     sweep = None
@@ -271,7 +271,7 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
         fig, ax = plt.subplots(figsize=(5, 3.6))
         heatmap(table, title=f"Section 3.4 (ours): test hole MSE after {best['updates']} updates", ax=ax, fmt='.4f',
                 xlabel='learning rate', ylabel='optimizer', cmap='viridis_r')
-        _save(fig, out / 'fig_sweep.png')
+        save_figure(fig, out / 'fig_sweep.png')
     prov = {'params': str(find_params(path)), 'study': st, 'test_images': test_images,
             'models': {name: {'run': m.name, 'step': m.step, 'data': m.params['data'],
                               'optimizer': m.params['train'].get('ce_optimizer', 'adam'), 'lr': m.params['train']['lr_ce'],

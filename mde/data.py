@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVES', 'CELEBA_FRAME', 'LANDMARK_FILES',
-           'FOLDER_TEST_SHARE', 'FOLDER_SUFFIXES', 'shared_data_dir', 'ImageDataset', 'celeba_crop_box',
-           'celeba_to_crop', 'prepare_dataset', 'folder_split', 'load_dataset', 'select_classes']
+           'FOLDER_TEST_SHARE', 'FOLDER_SUFFIXES', 'spaced_indices', 'shared_data_dir', 'ImageDataset',
+           'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'folder_split', 'load_dataset', 'select_classes']
 
 # %% ../nbs/04_data.ipynb #6e9732b6
 import gzip, hashlib, http.client, json, os, pickle, shutil, stat, tarfile, time, warnings, zipfile, zlib
@@ -58,7 +58,7 @@ def _check_limit(limit):
         raise ValueError(f"limit must be a positive int or None (all images), got {limit!r}")
     return int(limit)
 
-def _limit_idx(n, limit):
+def spaced_indices(n, limit):
     "Indices of `limit` items evenly spaced over `n` (all of them when limit is None or >= n)."
     if limit is None or limit >= n: return np.arange(n)
     return (np.arange(limit) * n) // limit
@@ -547,7 +547,7 @@ def _build_digits(data_dir, split, size, limit):
     idx = np.arange(len(x))
     idx = idx[:-297] if split == 'train' else idx[-297:]
     n_available = len(idx)
-    idx = idx[_limit_idx(len(idx), limit)]
+    idx = idx[spaced_indices(len(idx), limit)]
     return {'images': _resize_grey(x[idx], size), 'labels': y[idx], 'extras': {},
             'info': {'n_available': n_available, 'classes': [str(i) for i in range(10)],
                      'split_rule': 'first 1500 images train, last 297 test'}}
@@ -571,7 +571,7 @@ def _build_mnist(data_dir, split, size, limit):
         stem = 'train' if split == 'train' else 't10k'
         x, y = _read_idx(_idx_file(data_dir, f'{stem}-images')), _read_idx(_idx_file(data_dir, f'{stem}-labels'))
         src = 'idx files'
-    idx = _limit_idx(len(x), limit)
+    idx = spaced_indices(len(x), limit)
     x = torch.from_numpy(np.ascontiguousarray(x[idx])).float() / 255
     return {'images': _resize_grey(x, size), 'labels': torch.from_numpy(np.asarray(y)[idx].astype(np.int64)),
             'extras': {}, 'info': {'n_available': len(y), 'classes': [str(i) for i in range(10)], 'format': src}}
@@ -589,7 +589,7 @@ def _build_cifar10(data_dir, split, size, limit):
         if (data_dir / 'batches.meta').is_file():
             with open(data_dir / 'batches.meta', 'rb') as fh: classes = list(pickle.load(fh, encoding='latin1')['label_names'])
         x, y = np.concatenate(xs), np.asarray(ys, dtype=np.int64)
-        idx = _limit_idx(len(x), limit)
+        idx = spaced_indices(len(x), limit)
         images = torch.from_numpy(x[idx])
         if size != 32:
             images = F.interpolate(images.float(), size=(size, size), mode='bilinear', align_corners=False,
@@ -606,7 +606,7 @@ def _build_cifar10(data_dir, split, size, limit):
         if not (folder / cls).is_dir(): continue
         files = sorted(f for f in os.listdir(folder / cls) if f.lower().endswith(('.jpg', '.jpeg', '.png')))
         paths += [folder / cls / f for f in files]; labels += [c] * len(files)
-    idx = _limit_idx(len(paths), limit)
+    idx = spaced_indices(len(paths), limit)
     images, keep, report = _decode_files([paths[i] for i in idx], size, _square, f'cifar10/{split}',
                                          native=(32, 32), base=folder)
     return {'images': images, 'labels': torch.tensor(labels, dtype=torch.long)[torch.from_numpy(idx[keep])],
@@ -672,7 +672,7 @@ def _build_celeba(data_dir, split, size, limit):
         info['missing'].append(f"{len(listed) - len(names)} of {len(listed)} images listed for split {split!r} "
                                f"are not in {img_dir} (skipped)")
     if not names: raise FileNotFoundError(f"no CelebA images of split {split!r} found in {img_dir}")
-    idx = _limit_idx(len(names), limit)
+    idx = spaced_indices(len(names), limit)
     names = [names[i] for i in idx]
     images, keep, report = _decode_files([img_dir / n for n in names], size, _celeba_face, f'celeba/{split}',
                                          native=CELEBA_FRAME[::-1], base=img_dir)
@@ -729,7 +729,7 @@ def _build_flowers102(data_dir, split, size, limit):
             'split_rule': 'train = trnid + tstid; test = valid = the official validation ids'}
     if len(present) < len(sel):
         info['missing'].append(f"{len(sel) - len(present)} of {len(sel)} images of split {split!r} are not in {img_dir} (skipped)")
-    present = [present[i] for i in _limit_idx(len(present), limit)]
+    present = [present[i] for i in spaced_indices(len(present), limit)]
     images, keep, report = _decode_files([img_dir / f'image_{i:05d}.jpg' for i in present], size, _square,
                                          f'flowers102/{split}', base=img_dir)   # sizes vary: only modes are checked
     info.update(_report_info(report))
@@ -760,7 +760,7 @@ def _build_folder(data_dir, split, size, limit, test_share=FOLDER_TEST_SHARE):
                    and not any(part.startswith('.') for part in p.relative_to(data_dir).parts))
     if not files: raise FileNotFoundError(f"no image file ({' '.join(FOLDER_SUFFIXES)}) in {data_dir} or its sub-folders")
     mine = [f for f in files if folder_split(f.relative_to(data_dir).as_posix(), test_share) == split]
-    idx = _limit_idx(len(mine), limit)
+    idx = spaced_indices(len(mine), limit)
     images, keep, report = _decode_files([mine[i] for i in idx], size, _square, f'folder/{split}', base=data_dir)
     return {'images': images, 'labels': torch.zeros(len(keep), dtype=torch.long), 'extras': {},
             'info': {'n_available': len(mine), 'format': 'image folder', 'test_share': test_share,
@@ -899,7 +899,7 @@ def select_classes(ds, classes, limit=None):
     if bad: raise ValueError(f"{where} has no class {bad}; its classes are 0..{len(names) - 1}: {names}")
     idx = torch.isin(ds.labels, torch.tensor(classes)).nonzero().flatten()
     if len(idx) == 0: raise ValueError(f"{where} has no image of class(es) {[names[c] for c in classes]}")
-    idx = idx[torch.from_numpy(_limit_idx(len(idx), limit))]
+    idx = idx[torch.from_numpy(spaced_indices(len(idx), limit))]
     info = {**ds.info, 'n': len(idx), 'limit': limit, 'selected_classes': [names[c] for c in classes],
             'n_in_split': len(ds)}
     return ImageDataset(ds._images[idx], ds.labels[idx], {k: v[idx] for k, v in ds.extras.items()}, info)

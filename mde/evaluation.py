@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['SCENARIOS', 'FIG7_SCENARIOS', 'TEST_SEED', 'MASK_BLOCK', 'PSNR_CAP', 'SCORE_KEYS', 'PROTOCOL_VERSION', 'FORMATS',
-           'LABELS', 'scenario_name', 'parse_scenario', 'test_masks', 'score_images', 'evaluate', 'mean_colour',
-           'sanity_rows', 'protocol_info', 'protocol_notes', 'write_table', 'Pivot', 'pivot', 'heatmap', 'line_plot']
+           'METRIC_TITLES', 'scenario_name', 'parse_scenario', 'test_masks', 'score_images', 'as_float', 'evaluate',
+           'mean_colour', 'sanity_rows', 'protocol_info', 'protocol_notes', 'write_table', 'Pivot', 'pivot', 'heatmap',
+           'line_plot']
 
 # %% ../nbs/12_evaluation.ipynb #f0e60007
 import csv, hashlib, json, math, numbers, re
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .masks import (MASK_KINDS, OCCLUSIONS, _MISSING_BOX_KINDS, _check_S, _check_size, boxes_to_masks,
+from .masks import (MASK_KINDS, OCCLUSIONS, MISSING_BOX_KINDS, check_S, check_size, boxes_to_masks,
                        occlusion_mask, sample_boxes)
 from .metrics import psnr, ssim
 
@@ -38,7 +39,7 @@ def scenario_name(kind, S=None):
                          f"or the short names {', '.join(map(repr, SCENARIOS))}")
     if k in _NO_RATIO: return _SHORT[k]
     if S is None: raise ValueError(f"mask kind {k!r} needs a masking ratio S in (0, 1), e.g. '{_SHORT[k]}@0.25'")
-    return f"{_SHORT[k]}@{_check_S(S)!r}"
+    return f"{_SHORT[k]}@{check_S(S)!r}"
 
 def parse_scenario(name):
     "`'RE@0.25'` -> `('random', 0.25)`: the mask kind of `mde.masks` and its ratio S (None for 'Col1', 'Col2', 'CE')."
@@ -47,7 +48,7 @@ def parse_scenario(name):
     if kind is None: raise ValueError(f"unknown test scenario {name!r}; valid forms: {_VALID_FORMS}")
     S = None
     if m.group(2) is not None:
-        try: S = _check_S(float(m.group(2)))
+        try: S = check_S(float(m.group(2)))
         except ValueError:
             raise ValueError(f"bad masking ratio in test scenario {name!r}: S must be a number in (0, 1); "
                              f"valid forms: {_VALID_FORMS}") from None
@@ -79,7 +80,7 @@ def test_masks(scenario, n, size, seed=TEST_SEED, *, start=0, device=None):
     kind, S = parse_scenario(scenario)
     name = scenario_name(kind, S)
     n, start = _check_int(n, 'n (the number of test images)', 1), _check_int(start, 'start', 0)
-    seed, (H, W) = _check_int(seed, 'seed'), _check_size(size)
+    seed, (H, W) = _check_int(seed, 'seed'), check_size(size)
     if kind in OCCLUSIONS:                       # no randomness: the same face box in every image
         if H != W or H < 16:
             raise ValueError(f"the occlusion scenario {name!r} needs square face crops of at least 16 x 16 aligned like "
@@ -92,7 +93,7 @@ def test_masks(scenario, n, size, seed=TEST_SEED, *, start=0, device=None):
         g = torch.Generator().manual_seed(_block_seed(seed, name, b))
         bx = sample_boxes(kind, MASK_BLOCK, (H, W), 0.5 if S is None else S, generator=g)  # S unused when None
         boxes.append(bx[max(start - b * MASK_BLOCK, 0):min(start + n - b * MASK_BLOCK, MASK_BLOCK)])
-    M = boxes_to_masks(torch.cat(boxes), (H, W), invert=kind in _MISSING_BOX_KINDS)
+    M = boxes_to_masks(torch.cat(boxes), (H, W), invert=kind in MISSING_BOX_KINDS)
     return M if device is None else M.to(device)
 
 test_masks.__test__ = False   # not a pytest test, although its name starts with `test`
@@ -158,7 +159,7 @@ def _test_images(images):
             raise ValueError("float images must lie in [0, 1] (uint8 images are divided by 255)")
     return images
 
-def _as_float(x): return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+def as_float(x): return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 def _to_uint8(Y): return Y.mul(255).round_().to(torch.uint8)
 
@@ -209,7 +210,7 @@ def _evaluate(fill, images, scenarios, seed, batch_size, scorer, progress, devic
         kind, S = parse_scenario(sc)
         parts, fakes = {k: [] for k in SCORE_KEYS}, []
         for i in tqdm(range(0, N, batch_size), desc=sc, unit='batch', leave=False, disable=not progress):
-            Z = _as_float(X[i:i + batch_size].to(device))
+            Z = as_float(X[i:i + batch_size].to(device))
             M = test_masks(sc, len(Z), size, seed, start=i).to(device)
             with torch.inference_mode():
                 Y = _paste(fill(M * Z, M, Z), Z, M, who, sc)
@@ -313,7 +314,7 @@ def protocol_notes(info):
 # %% ../nbs/12_evaluation.ipynb #3fc145e7
 FORMATS = {'psnr': '.2f', 'psnr_missing': '.2f', 'ssim': '.3f', 'ssim_missing': '.3f', 'is': '.2f', 'fid': '.2f',
            'kid': '.4f', 'S': 'g'}
-LABELS = {'psnr': 'pSNR (dB)', 'psnr_missing': 'pSNR missing (dB)', 'ssim': 'SSIM', 'ssim_missing': 'SSIM missing',
+METRIC_TITLES = {'psnr': 'pSNR (dB)', 'psnr_missing': 'pSNR missing (dB)', 'ssim': 'SSIM', 'ssim_missing': 'SSIM missing',
           'is': 'IS', 'fid': 'FID', 'kid': 'KID', 'n_capped': 'n at cap'}
 
 def _format(col, v, formats):
@@ -351,7 +352,7 @@ def write_table(rows, folder, name, columns=None, title=None, notes=(), *, forma
     unknown = [c for c in cols if c not in seen]
     if unknown: raise ValueError(f"column(s) {unknown} are in no row; available: {seen}")
     if isinstance(notes, str): notes = [notes]
-    formats, labels = {**FORMATS, **(formats or {})}, {**LABELS, **(labels or {})}
+    formats, labels = {**FORMATS, **(formats or {})}, {**METRIC_TITLES, **(labels or {})}
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     paths = {'csv': folder / f'{name}.csv', 'md': folder / f'{name}.md'}
     with open(paths['csv'], 'w', newline='') as f:
@@ -447,7 +448,7 @@ def line_plot(rows, x, y, group, ax=None, *, err=None, title=None, xlabel=None, 
         rs = sorted(rs, key=lambda r: r[x])
         ax.errorbar([r[x] for r in rs], [r[y] for r in rs], yerr=[r[err] for r in rs] if err else None,
                     marker='o', capsize=3 if err else 0, label=g)
-    ax.set_xlabel(xlabel or x); ax.set_ylabel(ylabel or LABELS.get(y, y))
+    ax.set_xlabel(xlabel or x); ax.set_ylabel(ylabel or METRIC_TITLES.get(y, y))
     ax.legend(title=' / '.join(keys), fontsize=8, title_fontsize=8)
     ax.grid(alpha=0.3)
     if title: ax.set_title(title, fontsize=10)

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .build import pick_device
-from .evaluation import _as_float, scenario_name, test_masks
-from .studies import _save, load_run, run_dir, studies_config, test_set
+from .evaluation import as_float, scenario_name, test_masks
+from .studies import save_figure, load_run, run_dir, studies_config, test_set
 from .params import find_params
 from .provenance import environment
 
@@ -49,7 +49,7 @@ def _show(ax, img, boxes=None, colours=None, dashed=False, title=None):
 def fig1(models, image, scenario='REC@0.1', title=None):
     "Fig. 1: one image's REC fragments, each model's completion (`models` {label: model}) and the ground truth."
     import matplotlib.pyplot as plt
-    Z = _as_float(image[None])
+    Z = as_float(image[None])
     M = test_masks(scenario, 1, Z.shape[-1])
     fig, axes = plt.subplots(1, len(models) + 2, figsize=(2.1 * (len(models) + 2), 2.6))
     _show(axes[0], (M * Z)[0], kept_boxes(M[0]), CHANNEL_COLOURS, title=f'input ({scenario})')
@@ -65,7 +65,7 @@ def fig1(models, image, scenario='REC@0.1', title=None):
 def fig5(models, images, n=6, title=None):
     "Fig. 5: per model (label -> model), a row of completions under its own mask kind with kept boxes, then the ground truth."
     import matplotlib.pyplot as plt
-    Z = _as_float(images[:n])
+    Z = as_float(images[:n])
     fig, axes = plt.subplots(2 * len(models), len(Z), figsize=(1.3 * len(Z), 1.35 * 2 * len(models) + 0.6), squeeze=False)
     for r, (label, m) in enumerate(models.items()):
         sc = own_scenario(m)
@@ -86,7 +86,7 @@ def fig5(models, images, n=6, title=None):
 def fig6(model, images, k=5, n=3, seed=2024, title=None):
     "Fig. 6: each of `n` images completed `k` times, under `k` different masks of the model's own kind."
     import matplotlib.pyplot as plt
-    Z = _as_float(images[:n])
+    Z = as_float(images[:n])
     sc = own_scenario(model)
     fig, axes = plt.subplots(len(Z), 2 * k + 1, figsize=(1.1 * (2 * k + 1), 1.25 * len(Z) + 0.6), squeeze=False)
     for s in range(k):
@@ -116,12 +116,12 @@ def figures_study(out='outputs/figures', path='params.yaml', root='outputs/runs'
     made = {}
     if st.get('fig1'):
         f1 = load(st['fig1'])
-        _save(fig1(f1, ds.images[0], title=f"Fig. 1 (ours): {what}; {runs_of(f1)}"), out / 'fig1_ablation.png')
+        save_figure(fig1(f1, ds.images[0], title=f"Fig. 1 (ours): {what}; {runs_of(f1)}"), out / 'fig1_ablation.png')
         made['fig1_ablation.png'] = {k: {'run': m.name, 'step': m.step} for k, m in f1.items()}
-    _save(fig5(models, ds.images, n, title=f"Fig. 5 (ours): {what}; {runs_of(models)}"), out / 'fig5_completions.png')
+    save_figure(fig5(models, ds.images, n, title=f"Fig. 5 (ours): {what}; {runs_of(models)}"), out / 'fig5_completions.png')
     made['fig5_completions.png'] = {k: {'run': m.name, 'step': m.step, 'scenario': own_scenario(m)} for k, m in models.items()}
     rec = next((m for m in models.values() if m.params['mask'] == 'rec'), next(iter(models.values())))
-    _save(fig6(rec, ds.images, k, seed=cfg['test_seed'], title=f"Fig. 6 (ours): {rec.name} @ {rec.step}, {k} masks "
+    save_figure(fig6(rec, ds.images, k, seed=cfg['test_seed'], title=f"Fig. 6 (ours): {rec.name} @ {rec.step}, {k} masks "
                f"({own_scenario(rec)}, test seeds {cfg['test_seed']}..{cfg['test_seed'] + k - 1}); {what}"), out / 'fig6_samples.png')
     made['fig6_samples.png'] = {'model': {'run': rec.name, 'step': rec.step, 'scenario': own_scenario(rec)}}
     prov = {'params': str(find_params(path)), 'study': 'figures', 'data': {'name': ds.info.get('name'), 'img_size': ds.images.shape[-1],

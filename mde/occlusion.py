@@ -11,9 +11,9 @@ import json
 import torch
 
 from .build import pick_device
-from .evaluation import _as_float, protocol_notes, test_masks, write_table
+from .evaluation import as_float, protocol_notes, test_masks, write_table
 from .masks import OCCLUSIONS
-from .studies import _save, describe_losses, load_run, run_study
+from .studies import save_figure, describe_losses, load_run, run_study
 
 # %% ../nbs/20_occlusion.ipynb #57b8187c
 PAPER_TABLE3 = {   # occlusion: {'psnr': (CE, GFC, MDE), 'ssim': (CE, GFC, MDE)}
@@ -49,7 +49,7 @@ def occlusion_figure(models, images, n=4, title=None):
     "A figure: per occlusion, rows input / each model / ground truth of the first `n` `images` (uint8)."
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
-    Z = _as_float(images[:n])
+    Z = as_float(images[:n])
     cols = []
     for occ in OCCLUSIONS:
         M = test_masks(occ, len(Z), Z.shape[-1])
@@ -95,7 +95,7 @@ def occlusion_study(out='outputs/occlusion', path='params.yaml', root='outputs/r
                 title=f"Table 3: face completion under targeted occlusions, pSNR (dB) and SSIM ({name} {size}px)", notes=notes)
     nets = {label: load_run(m['run'], path, root, device, overrides) for label, m in models.items()}
     title = (f"Table 3 (ours): {data}; runs " + ', '.join(f"{k} = {m['run']} @ {m['step']}" for k, m in models.items()))
-    _save(occlusion_figure(nets, ds.images, n_show, title), out / 'fig_occlusions.png')
+    save_figure(occlusion_figure(nets, ds.images, n_show, title), out / 'fig_occlusions.png')
     prov.update(study='occlusion', stand_in=stand_in, paper={'table3': PAPER_TABLE3})
     (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
     return rows

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ARCHS', 'CE_OPTIMIZER_NAMES', 'LOSS_WEIGHTS', 'HNS_VARIANTS', 'HNS_MASKS', 'PAPER_WEIGHTS', 'SCHEMA',
-           'SCORE_DEFAULTS', 'RUN_SECTIONS', 'PROBE_DEFAULTS', 'SMOKE', 'YAMLLoader', 'load_yaml', 'find_params',
-           'flat', 'Rule', 'parse_sets', 'set_param', 'positive_int', 'score_settings', 'run_names', 'side_section',
-           'real_data', 'load_params', 'validate_params', 'smoke_params', 'same_run']
+           'SCORE_DEFAULTS', 'RUN_SECTIONS', 'UNSCORED_STUDIES', 'PROBE_DEFAULTS', 'SMOKE', 'YAMLLoader', 'load_yaml',
+           'find_params', 'flat', 'Rule', 'parse_sets', 'set_param', 'positive_int', 'score_settings', 'run_names',
+           'side_section', 'real_data', 'load_params', 'validate_params', 'smoke_params', 'same_run']
 
 # %% ../nbs/05_params.ipynb #5b61ca7b
 import copy
@@ -340,7 +340,7 @@ def run_names(path='params.yaml', section=None):
     return list(_runs_of(_read_file(path), path, section))
 
 
-_UNSCORED_STUDIES = ('probing', 'figures')   # studies that score no test scenario: `tests` may be left out
+UNSCORED_STUDIES = ('probing', 'figures')   # studies that score no test scenario: `tests` may be left out
 _STUDY_KEYS = ('runs', 'tests', 'sweep', 'train_images', 'probe', 'fig1')
 # Table 1's probe, two readings (mde.probing): `frozen` fits linear heads on the frozen FC features (steps, batch_size,
 # lr); `finetune` trains the truncated encoder together with both heads (finetune_steps at batch_size, finetune_lr;
@@ -397,7 +397,7 @@ def _check_studies(sec, runs, path):
             for k in pr:
                 if k not in _PROBE_RULES: raise ValueError(f"unknown parameter '{key}.probe.{k}'; valid: {', '.join(_PROBE_RULES)}")
             st['probe'] = {**PROBE_DEFAULTS, **{k: _PROBE_RULES[k](f'{key}.probe.{k}', v) for k, v in pr.items()}}
-        unscored = study in _UNSCORED_STUDIES
+        unscored = study in UNSCORED_STUDIES
         for k in ('runs',) + (() if unscored else ('tests',)):
             if k not in st: raise ValueError(f"{key}.{k} is missing: a study has `runs` (run names) and `tests` (test scenarios)")
         _check_run_names(f'{key}.runs', st['runs'], runs, path)

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .build import build_networks, pick_device
-from .data import _limit_idx
+from .data import spaced_indices
 from .evaluation import write_table
 from .inference import Completer
 from .params import PROBE_DEFAULTS, find_params
 from .provenance import environment
-from .scores import LABELS
-from .studies import _save, data_split, load_run, run_dir, studies_config
+from .scores import LABEL_KINDS
+from .studies import save_figure, data_split, load_run, run_dir, studies_config
 
 # %% ../nbs/19_probing.ipynb #aee806f2
 PAPER_TABLE1 = [   # (row as printed, mask kind, S or None, landmarks: average pt-to-pt error, attributes)
@@ -76,9 +76,9 @@ def probe_targets(ds):
                 notes.append(f"landmarks: {lm['file']}, " + ("detected by MTCNN (a stand-in for CelebA's annotated file, "
                              "which a user who has it gets instead), not annotated" if lm['kind'] == 'detected'
                              else lm['kind']))
-    elif LABELS.get(name, ('', 0))[0] == 'class':
+    elif LABEL_KINDS.get(name, ('', 0))[0] == 'class':
         out['class'] = ds.labels.clone()
-        notes.append(f"{where} has no CelebA attributes or landmarks: its {LABELS[name][1]} classes are probed instead")
+        notes.append(f"{where} has no CelebA attributes or landmarks: its {LABEL_KINDS[name][1]} classes are probed instead")
     else: notes.append(f"{where}: no labels known for data set {name!r}")
     if not out:
         raise ValueError(f"{where} has none of the labels a probe needs: " + '; '.join(notes) + ". Probing needs CelebA "
@@ -113,14 +113,14 @@ def probe_data(d, held_out=PROBE_DEFAULTS['held_out'], fit_images=None, test_ima
     else:
         n_eval = max(1, round(len(images) * held_out))
         if len(images) - n_eval < 2: raise ValueError(f"only {len(images)} labelled training images: too few to hold out {held_out:.0%}")
-        e = torch.from_numpy(_limit_idx(len(images), n_eval))
+        e = torch.from_numpy(spaced_indices(len(images), n_eval))
         rest = torch.ones(len(images), dtype=torch.bool); rest[e] = False
         ev = _take(images, targets, e)
         images, targets = _take(images, targets, rest.nonzero().flatten())
         how = (f"the test split lacks these labels: fitted on {len(images)} labelled training images, scored on "
                f"{n_eval} held-out labelled training images (every {len(images) / n_eval + 1:.0f}th)")
     if fit_images is not None and fit_images < len(images):
-        images, targets = _take(images, targets, torch.from_numpy(_limit_idx(len(images), fit_images)))
+        images, targets = _take(images, targets, torch.from_numpy(spaced_indices(len(images), fit_images)))
         how += f" ({fit_images} of the fitting images used)"
     return {'fit': (images, targets), 'eval': ev, 'tasks': list(targets), 'notes': notes, 'how': how,
             'data': {k: d.get(k) for k in ('name', 'img_size', 'limit', 'classes', 'stand_in_for') if d.get(k) is not None}}
@@ -391,8 +391,8 @@ def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs'
                 notes=[f"ours: the best of Table 1 ({dname})"] + ([] if 'attributes' in tasks else
                        [f"this data has no attributes: our best model's class error is {best['class_error']:.2f} %, "
                         "shown for reference, not comparable"]))
-    _save(_figure(by['frozen'], tasks, title + ', frozen'), out / 'fig_probing.png')
-    if 'finetune' in by: _save(_figure(by['finetune'], tasks, title + ', fine-tuned'), out / 'fig_probing_finetune.png')
+    save_figure(_figure(by['frozen'], tasks, title + ', frozen'), out / 'fig_probing.png')
+    if 'finetune' in by: save_figure(_figure(by['finetune'], tasks, title + ', fine-tuned'), out / 'fig_probing_finetune.png')
     prov = {'params': str(find_params(path)), 'study': 'probing', 'data': d, 'how': data['how'], 'tasks': tasks,
             'n_fit': len(data['fit'][0]), 'n_eval': len(data['eval'][0]), 'labels': data['notes'],
             'settings': s, 'readings': readings,

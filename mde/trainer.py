@@ -27,7 +27,7 @@ from .build import amp_choice, barrier, build, init_distributed, pick_device
 from .cards import write_model_card
 from .checkpoint import CheckpointWriter, find_checkpoint, load_checkpoint, read_checkpoint, resolve_background
 from .data import load_dataset
-from .inference import Completer, evaluate, sample_grid, save_model
+from .inference import Completer, heldout_metrics, sample_grid, save_model
 from .networks import count_parameters
 from .provenance import code_fingerprint, device_name, git_commit
 from .params import load_params, parse_sets, run_names, same_run, validate_params
@@ -141,7 +141,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
         (out / 'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
         if start == 0:
             shutil.rmtree(out / 'samples', ignore_errors=True)  # no grids of an earlier run
-            log.log({f'eval/{k}': v for k, v in evaluate(model, eval_images, p['seed']).items()}, 0)
+            log.log({f'eval/{k}': v for k, v in heldout_metrics(model, eval_images, p['seed']).items()}, 0)
             log.summary['initial'] = copy.deepcopy(log.summary.get('eval', {}))
 
     show = (t.get('progress', True) if progress is None else progress) and rank == 0
@@ -172,7 +172,7 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
                     log.log({**values, f'lr/{main_net}': setup.opts[main_net].param_groups[0]['lr']}, done)
                     bar.set_postfix({k.split('/')[-1]: f'{v:.4g}' for k, v in values.items()}, refresh=False)
                 if due['eval']:
-                    log.log({f'eval/{k}': v for k, v in evaluate(model, eval_images, p['seed']).items()}, done)
+                    log.log({f'eval/{k}': v for k, v in heldout_metrics(model, eval_images, p['seed']).items()}, done)
                 if due['sample']:
                     sample_grid(model, eval_images, out / 'samples' / f'step_{done:07d}.png', p['seed'])
             if due['ckpt']:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mde.build import build
-from mde.inference import MODEL_FORMAT, Completer, evaluate, load_model, model_state, save_model
+from mde.inference import MODEL_FORMAT, Completer, heldout_metrics, load_model, model_state, save_model
 from mde.params import smoke_params
 from mde.trainer import train
 
@@ -112,7 +112,7 @@ def test_live_and_loaded_models_agree(tmp_path):
     save_model(tmp_path / 'model.pt', s.params, {n: s.net(n) for n in s.nets}, 0)
     images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
     live, loaded = Completer.from_setup(s), load_model(tmp_path / 'model.pt')
-    assert evaluate(live, images, seed=1) == pytest.approx(evaluate(loaded, images, seed=1), rel=1e-6)
+    assert heldout_metrics(live, images, seed=1) == pytest.approx(heldout_metrics(loaded, images, seed=1), rel=1e-6)
     assert s.net('G').training          # the live network is back in training mode
 
 

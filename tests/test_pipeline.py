@@ -270,3 +270,27 @@ def test_the_sweep_stages_come_from_params_yaml():
     text = yaml.safe_dump(raw)
     named = [n for n in run_names(REPO / 'params.yaml', 'sweep_runs') if n in text]
     assert not named, f"dvc.yaml's sweep stage names runs by hand: {named}"
+
+
+def test_no_module_imports_another_modules_private_name():
+    "A name starting with `_` is its module's own business: another module that needs it needs a public name."
+    bad = []
+    for path in sorted((REPO / 'mde').glob('*.py')):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.level or (n.module or '').split('.')[0] == 'mde'):
+                bad += [f'{path.stem} imports {a.name} from {n.module}' for a in n.names if a.name.startswith('_')]
+    assert not bad, bad
+
+
+def test_every_public_name_has_one_meaning():
+    "No two modules export the same name (each command's `main` aside), and no function shadows another module."
+    owners = {}
+    for path in sorted((REPO / 'mde').glob('*.py')):
+        for n in ast.parse(path.read_text()).body:
+            if isinstance(n, ast.Assign) and any(getattr(t, 'id', None) == '__all__' for t in n.targets):
+                for e in n.value.elts: owners.setdefault(e.value, []).append(path.stem)
+    clashes = {k: v for k, v in owners.items() if len(v) > 1 and k != 'main'}
+    assert not clashes, clashes
+    modules = {p.stem for p in (REPO / 'mde').glob('*.py')}
+    shadows = {k: v for k, v in owners.items() if k in modules and v != [k]}
+    assert not shadows, f'public names that shadow a module of mde: {shadows}'

@@ -11,7 +11,7 @@ import mde.scores as S
 from mde.data import ImageDataset, load_dataset, shared_data_dir
 from mde.metrics import inception_score
 from mde.params import SCORE_DEFAULTS
-from mde.scores import (LABELS, STANDS_IN_FOR, Classifier, Scorer, build_classifier, dataset_targets,
+from mde.scores import (LABEL_KINDS, STANDS_IN_FOR, Classifier, Scorer, build_classifier, dataset_targets,
                         evaluate_classifier, find_inception_weights, frechet_distance, kernel_distance, load_classifier,
                         main, save_classifier, score_settings, standard_scores, standard_scores_available,
                         train_classifier)
@@ -76,7 +76,7 @@ def test_dataset_targets(digits):
     y, kind, k, names = dataset_targets(train)
     assert (kind, k, len(y), names[:3]) == ('class', 10, 1500, ['0', '1', '2'])
     assert torch.equal(y, train.labels) and y is not train.labels
-    assert set(LABELS) == {'digits', 'mnist', 'cifar10', 'flowers102', 'celeba'}
+    assert set(LABEL_KINDS) == {'digits', 'mnist', 'cifar10', 'flowers102', 'celeba'}
     a, kind, k, names = dataset_targets(_fake_celeba())
     assert (kind, k, a.shape, names[0]) == ('attributes', 40, (120, 40), 'a0')
 

@@ -12,7 +12,7 @@ matplotlib.use('Agg')
 
 from mde.params import SMOKE, PAPER_WEIGHTS  # noqa: E402
 from mde.studies import (_models_note, balance_rows, data_split, describe_losses, grid_study, load_run,  # noqa: E402
-                         make_scorer, provenance, run_dir, score_runs, studies_config)
+                         make_scorer, run_dir, score_runs, studies_config, study_provenance)
 from mde.studies import test_set as the_test_set  # noqa: E402  (not a test: pytest collects test_*)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_score_runs_and_their_provenance(project):
     try:
         rows, models = score_runs({'L2': 'REC10', 'full': 'REC10-alt'}, images, ['REC@0.1'], 7, path=path,
                                   root=tmp / 'runs', progress=False, overrides=over)
-        prov = provenance(path, images, 7, ['REC@0.1'], models, 'no scorer', extra={'study': 'x'})
+        prov = study_provenance(path, images, 7, ['REC@0.1'], models, 'no scorer', extra={'study': 'x'})
     finally:
         (tmp / 'runs' / 'REC10' / 'run.json').unlink()
     assert [r['model'] for r in rows] == ['L2', 'full', 'real images', 'mean-colour fill']
