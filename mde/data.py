@@ -115,6 +115,7 @@ def celeba_crop_box():
     top, left, side = CELEBA_CROP
     return top, left, side, side
 
+# %% ../nbs/04_data.ipynb #a9745597
 def celeba_to_crop(points, img_size=96):
     "Map (x, y) pixels of the aligned 178x218 image (last dim x0, y0, x1, y1, ...) into the S x S crop."
     p = torch.as_tensor(points, dtype=torch.float32)
@@ -237,6 +238,7 @@ def _is_official(name, d):
                 and ((d / 'jpg').is_dir() or next(d.glob('image_*.jpg'), None) is not None))
     return False
 
+# %% ../nbs/04_data.ipynb #29b052b0
 _NO_DESCEND = {'img_align_celeba', 'jpg', 'cache', *CIFAR10_CLASSES}   # image folders: never worth listing
 
 def _find_official(name, base, depth=3):
@@ -285,6 +287,7 @@ def _verify(archive):
         return 'md5'
     return 'unchecked'
 
+# %% ../nbs/04_data.ipynb #dffe4076
 def _member_parts(archive, name):
     "The path parts of archive member `name`; absolute, drive-letter or `..` paths raise (never written)."
     p = name.replace('\\', '/')
@@ -314,6 +317,7 @@ def _untar(archive, dest):
                 if target.parent not in made: target.parent.mkdir(parents=True, exist_ok=True); made.add(target.parent)
                 with t.extractfile(m) as fin, open(target, 'wb') as fout: shutil.copyfileobj(fin, fout)
 
+# %% ../nbs/04_data.ipynb #033a26a7
 def _unzip(archive, dest):
     "Stream a zip archive into `dest`, with the same rules as `_untar` (a symbolic link is refused too)."
     with zipfile.ZipFile(archive) as z:
@@ -328,6 +332,7 @@ def _unzip(archive, dest):
             target.parent.mkdir(parents=True, exist_ok=True)
             with z.open(info) as fin, open(target, 'wb') as fout: shutil.copyfileobj(fin, fout)
 
+# %% ../nbs/04_data.ipynb #212799b2
 def _check_npz(archive):
     "An .npz must be a sound zip (every member's CRC checked) holding MNIST's four arrays."
     with zipfile.ZipFile(archive) as z:
@@ -402,6 +407,7 @@ def _download(name, dest):
                            f"Get the files by hand from {_MANUAL[name]}, then pass source=<that folder> "
                            f"(expected: {_EXPECTED[name]}).") from e
 
+# %% ../nbs/04_data.ipynb #d9720def
 class _Absent(Exception): "The mirror does not have this file (HTTP 404 / 410, or no such file behind a file:// URL)."
 
 def _truncated(url, got, total):
@@ -438,6 +444,7 @@ def _fetch(url, path):
     finally:
         part.unlink(missing_ok=True)
 
+# %% ../nbs/04_data.ipynb #6b9cfc28
 def _download_mirror(name, url, dest):
     "Fetch the first of `ARCHIVES[name]` that mirror `url` serves (with its SHA256SUMS and loose files), check it, extract it into `dest`."
     created, dl = not dest.exists(), dest / '.download'
@@ -479,6 +486,7 @@ def _download_mirror(name, url, dest):
     finally:
         shutil.rmtree(dl, ignore_errors=True)
 
+# %% ../nbs/04_data.ipynb #9b2ef5ad
 def _missing_message(name, dest, source):
     lines = [f"no {name!r} data found.",
              f"Expected under {dest} (or in `source`): {_EXPECTED[name]}.",
@@ -629,6 +637,7 @@ def _read_table(path):
             rows[parts[0]] = parts[1] if len(parts) > 1 else ''
     return rows, cols
 
+# %% ../nbs/04_data.ipynb #38c0a8a1
 def _annotation(data_dir, pattern):
     "The first file matching `pattern` (sorted: an official `name.txt` before its `name_*.txt` stand-ins)."
     for d in (data_dir, data_dir / 'Anno', data_dir / 'Eval'):
@@ -651,6 +660,7 @@ def _parse_rows(rows, names, k):
         except ValueError: bad.append(n)
     return v, bad
 
+# %% ../nbs/04_data.ipynb #8ab5a2a3
 def _build_celeba(data_dir, split, size, limit):
     img_dir = data_dir / 'img_align_celeba'
     if (img_dir / 'img_align_celeba').is_dir(): img_dir = img_dir / 'img_align_celeba'   # Kaggle's nesting
@@ -755,6 +765,7 @@ def folder_split(rel, test_share=FOLDER_TEST_SHARE):
     "'test' or 'train' for the image at path `rel` (relative to the folder, '/'-separated): by a hash of the path alone."
     return 'test' if int(hashlib.sha1(rel.encode()).hexdigest()[:12], 16) / 16 ** 12 < test_share else 'train'
 
+# %% ../nbs/04_data.ipynb #9b730e32
 def _build_folder(data_dir, split, size, limit, test_share=FOLDER_TEST_SHARE):
     files = sorted(p for p in Path(data_dir).rglob('*') if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES
                    and not any(part.startswith('.') for part in p.relative_to(data_dir).parts))
@@ -793,6 +804,7 @@ def _tree_summary(top, skip=()):
                 latest = max(latest, st.st_mtime_ns)  # folders too: a rename changes its folder's time
     return n, total, latest
 
+# %% ../nbs/04_data.ipynb #3262495b
 def _fingerprint(data_dir, code='', skip=()):
     "Cache key of a data folder: its path, top-level files, whole-tree summary, and the builder's `code` hash."
     h = hashlib.sha1(f'{_CACHE_VERSION}|{code}|{Path(data_dir).resolve()}'.encode())
@@ -823,6 +835,7 @@ def _odd_message(info):
                          f"{_names(info['resized'], res)}")
     return f"{info['name']}/{info['split']}: odd images kept: " + '; '.join(parts)
 
+# %% ../nbs/04_data.ipynb #024a7690
 def _report(info):
     where = f"{info['name']}/{info['split']}"
     for m in info.get('missing', []): warnings.warn(f"{where}: {m}", stacklevel=3)

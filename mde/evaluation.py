@@ -41,6 +41,7 @@ def scenario_name(kind, S=None):
     if S is None: raise ValueError(f"mask kind {k!r} needs a masking ratio S in (0, 1), e.g. '{_SHORT[k]}@0.25'")
     return f"{_SHORT[k]}@{check_S(S)!r}"
 
+# %% ../nbs/12_evaluation.ipynb #d484a8e3
 def parse_scenario(name):
     "`'RE@0.25'` -> `('random', 0.25)`: the mask kind of `mde.masks` and its ratio S (None for 'Col1', 'Col2', 'CE')."
     m = _NAME_RE.fullmatch(name) if isinstance(name, str) else None
@@ -135,6 +136,7 @@ def _check_scored(Y, Z, M):
                          "ssim_missing) are undefined there; every test mask must hide at least one element")
     return Y.float(), Z.float(), M
 
+# %% ../nbs/12_evaluation.ipynb #cd1671c0
 def score_images(Y, Z, M, *, cap=PSNR_CAP):
     """Per-image scores of completions `Y` of targets `Z` under masks `M` (1 = kept), each a float32 tensor (n,):
     'psnr' and 'ssim' over the whole image, 'psnr_missing' over the missing elements (M = 0), 'ssim_missing' over
@@ -159,8 +161,10 @@ def _test_images(images):
             raise ValueError("float images must lie in [0, 1] (uint8 images are divided by 255)")
     return images
 
+# %% ../nbs/12_evaluation.ipynb #52c70f4d
 def as_float(x): return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
+# %% ../nbs/12_evaluation.ipynb #a2b759e4
 def _to_uint8(Y): return Y.mul(255).round_().to(torch.uint8)
 
 def _check_model(model, size):
@@ -225,6 +229,7 @@ def _evaluate(fill, images, scenarios, seed, batch_size, scorer, progress, devic
         rows.append(row)
     return rows
 
+# %% ../nbs/12_evaluation.ipynb #f123652b
 def evaluate(model, images, scenarios=FIG7_SCENARIOS, seed=TEST_SEED, batch_size=64, scorer=None, progress=True,
              *, name=None, device=None):
     """Score `model` (duck type of `mde.inference.load_model`: `complete(Z, M)`, `img_size`, `name`, `step`, `arch`)
@@ -243,6 +248,7 @@ def mean_colour(images):
     m = X.sum((0, 2, 3), dtype=torch.float64) / (X.numel() // 3)
     return (m / 255 if X.dtype == torch.uint8 else m).float().cpu()
 
+# %% ../nbs/12_evaluation.ipynb #62316402
 def sanity_rows(images, scenarios=FIG7_SCENARIOS, seed=TEST_SEED, scorer=None, batch_size=64, progress=True, *, device=None):
     "Rows of 'real images' (Y = Z: pSNR at the cap, SSIM 1) and 'mean-colour fill' (missing elements = `mean_colour`)."
     X = _test_images(images)
@@ -301,6 +307,7 @@ def protocol_info(images_info=None, seed=TEST_SEED, scenarios=FIG7_SCENARIOS):
         'images': _images_info(images_info), 'torch': torch.__version__,
     }
 
+# %% ../nbs/12_evaluation.ipynb #23ee669d
 def protocol_notes(info):
     "A few lines summing up `protocol_info(...)` for the notes under a table."
     im = info.get('images') or {}
@@ -330,6 +337,7 @@ def _format(col, v, formats):
         return format(v, spec)
     return str(v)
 
+# %% ../nbs/12_evaluation.ipynb #9de466ed
 def _csv_value(v):
     if v is None: return ''
     if torch.is_tensor(v) and v.numel() == 1: v = v.item()
@@ -373,6 +381,7 @@ def write_table(rows, folder, name, columns=None, title=None, notes=(), *, forma
         paths['json'].write_text(json.dumps(info, indent=2, default=str) + '\n')
     return paths
 
+# %% ../nbs/12_evaluation.ipynb #29f43d8f
 class Pivot(tuple):
     "A 2-D table `(row_labels, col_labels, values)` (values: list of rows, None = no data) with the keys it came from."
     def __new__(cls, row_labels, col_labels, values, index_name=None, columns_name=None, value_name=None):
@@ -385,6 +394,7 @@ class Pivot(tuple):
         corner = corner or f"{self.index_name} \\ {self.columns_name}"
         return [{corner: r, **{str(c): v for c, v in zip(self[1], vals)}} for r, vals in zip(self[0], self[2])]
 
+# %% ../nbs/12_evaluation.ipynb #b32d0a46
 def pivot(rows, index, columns, value):
     "Rows -> `Pivot` (row labels = values of `index`, column labels = values of `columns`, cells = `value`)."
     rows = list(rows)
@@ -428,6 +438,7 @@ def heatmap(table, title=None, ax=None, fmt='.2f', *, cmap='viridis', xlabel=Non
     if colorbar: fig.colorbar(im, ax=ax)
     return fig, ax
 
+# %% ../nbs/12_evaluation.ipynb #5c01b532
 def line_plot(rows, x, y, group, ax=None, *, err=None, title=None, xlabel=None, ylabel=None):
     "Fig. 8-style plot: `y` against `x`, one line per value of `group` (a key or a tuple of keys); `(fig, ax)`."
     import matplotlib.pyplot as plt

@@ -40,7 +40,7 @@ YAMLLoader.yaml_implicit_resolvers = {ch: [r for r in rs if r[0] != _FLOAT_TAG]
                                       for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 for _ch in '-+0123456789.': YAMLLoader.yaml_implicit_resolvers.setdefault(_ch, []).insert(0, (_FLOAT_TAG, _FLOAT))
 
-
+# %% ../nbs/05_params.ipynb #f1f13031
 def load_yaml(text, what='YAML text'):
     "Parse `text` with `YAMLLoader` (`1e-3` is 0.001); a syntax error is a `ValueError` naming `what`."
     try: return yaml.load(text, Loader=YAMLLoader)
@@ -68,7 +68,7 @@ def find_params(path='params.yaml'):
     raise FileNotFoundError(f"params file {path!r} not found in {Path.cwd()} or its parents; "
                             "run from the repository root or pass the path of params.yaml")
 
-
+# %% ../nbs/05_params.ipynb #4a6a0f91
 def _merge(base, over):
     "Recursively lay dict `over` on dict `base` (a copy)."
     out = copy.deepcopy(base)
@@ -107,7 +107,7 @@ class Rule:
         if out is _BAD: raise ValueError(f"{key} must be {self.expect}, got {_show(v)}")
         return out
 
-
+# %% ../nbs/05_params.ipynb #1c9f0882
 def _as_int(v):
     "An int, or a float with an integral value (`1e5` -> 100000); `_BAD` for anything else, bools included."
     if isinstance(v, bool): return _BAD
@@ -231,7 +231,7 @@ def parse_sets(items):
         out[k.strip()] = load_yaml(v, f'the value of --set {item!r}')
     return out
 
-
+# %% ../nbs/05_params.ipynb #05364082
 def set_param(params, key, value):
     "Set dotted `key` (e.g. 'train.steps') in `params`; unknown keys are an error, not a new setting."
     if not isinstance(key, str) or not key:
@@ -275,6 +275,7 @@ SCORE_DEFAULTS = {
     'threads': 1,              # torch intra-op CPU threads during the stage; null: torch's default (why: nbs/13_scores.ipynb)
 }
 
+# %% ../nbs/05_params.ipynb #650f4a99
 def _check_score_settings(s):
     for k in ('steps', 'batch_size', 'width', 'kid_subsets', 'is_splits'): positive_int(s[k], f'scores.{k}')
     positive_int(s['kid_subset_size'], 'scores.kid_subset_size', 2)
@@ -293,6 +294,7 @@ def _check_score_settings(s):
     positive_int(s['seed'], 'scores.seed (or the top-level seed)', 0)
     return s
 
+# %% ../nbs/05_params.ipynb #e395f716
 def score_settings(params, overrides=None):
     "The classifier settings: `SCORE_DEFAULTS` < `params['scores']` < `overrides` (keys without 'scores.'), checked."
     section = params.get('scores') or {}
@@ -332,14 +334,14 @@ def _runs_of(doc, path, section=None):
         out.update(runs)
     return out
 
-
+# %% ../nbs/05_params.ipynb #15b301e5
 def run_names(path='params.yaml', section=None):
     "The names of the named runs of `path` (`runs:`, then `sweep_runs:`; or of one `section`), in file order."
     if section not in (None, *RUN_SECTIONS): raise ValueError(f"section must be None or one of {RUN_SECTIONS}, got {section!r}")
     path = find_params(path)
     return list(_runs_of(_read_file(path), path, section))
 
-
+# %% ../nbs/05_params.ipynb #9c8239dc
 UNSCORED_STUDIES = ('probing', 'figures')   # studies that score no test scenario: `tests` may be left out
 _STUDY_KEYS = ('runs', 'tests', 'sweep', 'train_images', 'probe', 'fig1')
 # Table 1's probe, two readings (mde.probing): `frozen` fits linear heads on the frozen FC features (steps, batch_size,
@@ -366,7 +368,7 @@ def _check_run_names(key, rs, runs, path):
     else:
         raise ValueError(f"{key} must be a non-empty list of run names (or a mapping label -> run name), got {_show(rs)}")
 
-
+# %% ../nbs/05_params.ipynb #b42cfe50
 def _check_studies(sec, runs, path):
     "The `studies:` section checked against the run names `runs`; ints normalised."
     out = dict(sec)
@@ -409,7 +411,7 @@ def _check_studies(sec, runs, path):
             except ValueError as e: raise ValueError(f"{key}.tests: {e}") from None
     return out
 
-
+# %% ../nbs/05_params.ipynb #8577665a
 def _check_side(name, doc, path, seed=None):
     "Section `name` (`studies` or `scores`) of the file `doc`, checked: a dict, {} if absent."
     if name not in _SIDE_SECTIONS: raise ValueError(f"unknown section {name!r}; valid: {_SIDE_SECTIONS}")
@@ -422,21 +424,21 @@ def _check_side(name, doc, path, seed=None):
     score_settings({'seed': doc.get('seed', 0) if seed is None else seed, 'scores': sec})
     return sec
 
-
+# %% ../nbs/05_params.ipynb #0786220e
 def side_section(name, path='params.yaml'):
     "A section of `path` that configures evaluation rather than a run (`studies`, `scores`): a dict, {} if absent; checked."
     if name not in _SIDE_SECTIONS: raise ValueError(f"unknown section {name!r}; valid: {_SIDE_SECTIONS}")
     path = find_params(path)
     return _check_side(name, _read_file(path), path)
 
-
+# %% ../nbs/05_params.ipynb #9951bccc
 def real_data(params, overrides=None):
     "Is a real data set configured -- `data.source` or `data.download` set (in `params` or the dotted `overrides`)?"
     d, o = params.get('data'), overrides or {}
     d = d if isinstance(d, dict) else {}              # a malformed section: validate_params names it
     return bool(o.get('data.source', d.get('source'))) or bool(o.get('data.download', d.get('download')))
 
-
+# %% ../nbs/05_params.ipynb #edf7fb5b
 def _lay(params, over, where, what='run'):
     for k, v in flat(over).items():
         if k in _SECTIONS and v == {}: continue          # an empty section (`losses: {}`): nothing to lay over
@@ -467,7 +469,7 @@ def _apply_run(params, runs, run, path, overrides=None):
     params['run'] = run
     return params
 
-
+# %% ../nbs/05_params.ipynb #bd396b4b
 def _apply_preset(params):
     "losses.preset = 'paper': the switched-on perceptual/adversarial/HnS weights take the paper's values."
     L = params.get('losses')
@@ -481,7 +483,7 @@ def _apply_preset(params):
             L[k] = PAPER_WEIGHTS['hns_coord' if k == 'hns' and L.get('hns_variant') == 'coord' else k]
     return params
 
-
+# %% ../nbs/05_params.ipynb #34073b95
 def _apply_profile(params, path):
     "Lay `profiles/<profile>.yaml` (next to `path`) over `params`; its keys and values are checked."
     name = params.get('profile')
@@ -507,7 +509,7 @@ def _apply_profile(params, path):
         except ValueError as e: raise ValueError(f"profile {prof}: {e}") from None
     return _merge(params, over)
 
-
+# %% ../nbs/05_params.ipynb #fe06f56d
 def _run_checked(params, runs, name, path):
     "Run `name` over `params` (a copy) validated, with real data and with its embedded settings; an error names the run."
     for real in (False, True):
