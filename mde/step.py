@@ -24,7 +24,7 @@ def seed_of(*xs):
     for x in xs: h = (h * 6364136223846793005 + int(x) + 1442695040888963407) % (1 << 63)
     return h
 
-
+# %% ../nbs/07_step.ipynb #e3d796f0
 class BatchSource:
     "The images of update `step` for this rank: a pure function of (seed, step, rank)."
     def __init__(self, images, batch_size, seed, rank=0, world=1, device='cpu'):
@@ -49,7 +49,7 @@ class BatchSource:
         idx = self._perm[i * self.bs:(i + 1) * self.bs]
         return self.images[idx].to(self.device, non_blocking=True).float().div_(255)
 
-
+# %% ../nbs/07_step.ipynb #3051c5e9
 def run_masks(params, Z, generator, return_boxes=False):
     "Masks (1 = kept) of the run's kind for images `Z`: its mask kind and S, or the Context Encoder's centre hole."
     if params['arch'] == 'ce':
@@ -59,12 +59,12 @@ def run_masks(params, Z, generator, return_boxes=False):
     return sample_masks(params['mask'], len(Z), Z.shape[-2:], params['S'], generator=generator, device=Z.device,
                         return_boxes=return_boxes, max_aspect=params.get('max_aspect', MAX_ASPECT))
 
-
+# %% ../nbs/07_step.ipynb #a69732c1
 def mask_rng(seed, step, rank, device):
     "The generator of update `step`'s masks on this rank, on `device`."
     return torch.Generator(device=device).manual_seed(seed_of(seed, step, rank, 7))
 
-
+# %% ../nbs/07_step.ipynb #d518da91
 def make_batch(setup, source, step):
     "Images Z, masks M (1 = kept) with their boxes, and a fresh mask M~ of the same distribution (for HnS)."
     p, dev = setup.params, setup.device
@@ -174,7 +174,7 @@ def train_step(setup, batch):
     out['loss/g_total'] = g_loss.detach()
     return out
 
-
+# %% ../nbs/07_step.ipynb #4574856c
 def step_schedulers(setup):
     for s in setup.scheds.values(): s.step()
 

@@ -47,7 +47,7 @@ def studies_config(path='params.yaml'):
 def run_dir(name, root='outputs/runs'):
     return Path(root) / name
 
-
+# %% ../nbs/14_studies.ipynb #fae948ca
 def load_run(name, path='params.yaml', root='outputs/runs', device='cpu', overrides=None):
     "The trained model of run `name` from `<root>/<name>/model.pt`, checked against the run's current parameters."
     want = load_params(path, overrides, run=name)
@@ -72,12 +72,12 @@ def data_split(d, split, limit=None, cache=True):
                         download=d.get('download', False), limit=limit, cache=cache, classes=d.get('classes'),
                         test_share=d.get('test_share'))
 
-
+# %% ../nbs/14_studies.ipynb #e2bef444
 def test_set(path='params.yaml', n=None, overrides=None):
     "The test split of the configured data set at the configured size (`n` evenly spaced images, or all)."
     return data_split(load_params(path, overrides)['data'], 'test', n)
 
-
+# %% ../nbs/14_studies.ipynb #350ee566
 def make_scorer(images, classifier='outputs/classifier/classifier.pt', seed=0, device='cpu'):
     "(scorer, description): the in-domain scorer on `images` (uint8), or (None, why) when the classifier is missing."
     f = Path(classifier)
@@ -107,7 +107,7 @@ def score_runs(runs, images, tests, seed, scorer=None, path='params.yaml', root=
     rows += sanity_rows(images, tests, seed=seed, scorer=scorer, progress=False, device=device)
     return rows, models
 
-
+# %% ../nbs/14_studies.ipynb #79e9b6fc
 def study_provenance(path, images, seed, tests, models, scorer_what, extra=None, device='cpu'):
     "How a study's numbers were made: data, protocol, models (run, step), scorer and substitutes, code and versions."
     vgg = set()
@@ -134,7 +134,7 @@ def save_figure(fig, path):
     plt.close(fig)
     return path
 
-
+# %% ../nbs/14_studies.ipynb #634ed43a
 def run_study(study, out, path='params.yaml', root='outputs/runs', classifier='outputs/classifier/classifier.pt',
               device='auto', progress=True, overrides=None):
     "Score the models of `studies.<study>` on its tests: (rows, models, test set, provenance, out folder, scorer description)."
@@ -148,7 +148,7 @@ def run_study(study, out, path='params.yaml', root='outputs/runs', classifier='o
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     return rows, models, ds, study_provenance(path, ds, seed, st['tests'], models, what, device=device), out, what
 
-
+# %% ../nbs/14_studies.ipynb #fe17befa
 def grid_study(out='outputs/grid', path='params.yaml', root='outputs/runs', classifier='outputs/classifier/classifier.pt',
                device='auto', progress=True, overrides=None):
     "Fig. 7: every grid model under every grid test; writes grid.csv/.md, grid_psnr/_is tables, fig7_grid.png."
@@ -209,7 +209,7 @@ def balance_rows(runs, root='outputs/runs', path='params.yaml'):
             rows.append(row)
     return rows
 
-
+# %% ../nbs/14_studies.ipynb #f37ce632
 def ablation_study(out='outputs/ablation', path='params.yaml', root='outputs/runs',
                    classifier='outputs/classifier/classifier.pt', device='auto', progress=True, overrides=None):
     "Fig. 8: the ablation models under REC masks of several test S; writes ablation tables, fig8_ablation.png, loss_balance."

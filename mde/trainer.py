@@ -74,7 +74,7 @@ def _balance(setup, source):
 class DivergenceError(ValueError):
     "A loss turned NaN or infinite: the run stops; the last good checkpoint is kept."
 
-
+# %% ../nbs/11_trainer.ipynb #e20ac628
 class DivergenceWatch:
     "The first update whose losses were not all finite, recorded on the losses' device (no host sync); `check` reads it."
     def __init__(self): self.first = self.values = self.names = None
