@@ -79,7 +79,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, images, labels, extras=None, info=None):
         if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
                 and images.shape[1] in (1, 3) and images.shape[2] == images.shape[3]):
-            raise ValueError(f"images must be a uint8 tensor (N, 1 or 3, S, S), got "
+            raise ValueError(f"images must be a uint8 tensor (N, 1 or 3, n, n), got "
                              f"{getattr(images, 'dtype', type(images))} {tuple(getattr(images, 'shape', ()))}")
         self._images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.extras, self.info = dict(extras or {}), dict(info or {})
@@ -88,7 +88,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     @property
     def images(self):
-        "uint8 (N, 3, S, S); a broadcast view for grey data sets (`.contiguous()` materialises it)."
+        "uint8 (N, 3, n, n); a broadcast view for grey data sets (`.contiguous()` materialises it)."
         return self._images.expand(-1, 3, -1, -1)
 
     @property

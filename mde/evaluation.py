@@ -149,11 +149,11 @@ def score_images(Y, Z, M, *, cap=PSNR_CAP):
 
 # %% ../nbs/12_evaluation.ipynb #319c35c6
 def _test_images(images):
-    "Check the test images: uint8 (N, 3, S, S), float in [0, 1], or an ImageDataset (its `.images`)."
+    "Check the test images: uint8 (N, 3, n, n), float in [0, 1], or an ImageDataset (its `.images`)."
     if not torch.is_tensor(images) and torch.is_tensor(getattr(images, 'images', None)): images = images.images
-    if not torch.is_tensor(images): raise ValueError(f"images must be a tensor (N, 3, S, S) or an ImageDataset, got {type(images).__name__}")
+    if not torch.is_tensor(images): raise ValueError(f"images must be a tensor (N, 3, n, n) or an ImageDataset, got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-        raise ValueError(f"images must have shape (N, 3, S, S) (square RGB), got {tuple(images.shape)}")
+        raise ValueError(f"images must have shape (N, 3, n, n) (square RGB), got {tuple(images.shape)}")
     if len(images) == 0: raise ValueError("no test images (N = 0)")
     if images.dtype != torch.uint8:
         if not images.is_floating_point(): raise ValueError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
@@ -303,7 +303,7 @@ def protocol_info(images_info=None, seed=TEST_SEED, scenarios=FIG7_SCENARIOS):
         'aggregate': 'mean and population std (ddof 0) over the test images of the per-image scores; n_capped = '
                      'images whose psnr_missing reached the cap',
         'mean_fill': 'sanity row: missing elements = per-channel mean over all pixels of the scored test images',
-        'scorer_input': 'all completed images of a scenario, uint8 (N, 3, S, S) on the CPU, round(255 Y)',
+        'scorer_input': 'all completed images of a scenario, uint8 (N, 3, n, n) on the CPU, round(255 Y)',
         'images': _images_info(images_info), 'torch': torch.__version__,
     }
 

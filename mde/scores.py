@@ -56,7 +56,7 @@ def _cbr(ci, co, stride=1):
     return [nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True)]
 
 class Classifier(nn.Module):
-    "Small CNN on (n, 3, S, S) images in [0, 1]: `features(x)` -> (n, F) penultimate features, `forward(x)` -> logits."
+    "Small CNN on (n, 3, size, size) images in [0, 1]: `features(x)` -> (n, F) penultimate features, `forward(x)` -> logits."
     def __init__(self, img_size, n_classes, width=16, multilabel=False):
         super().__init__()
         positive_int(img_size, 'img_size', 8); positive_int(n_classes, 'n_classes', 1 if multilabel else 2); positive_int(width, 'width')
@@ -72,9 +72,9 @@ class Classifier(nn.Module):
 
     def features(self, x):
         "Penultimate features (n, F): the global average of the last feature maps."
-        S = self.img_size
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, S, S) or not x.is_floating_point():
-            raise ValueError(f"expected float images (n, 3, {S}, {S}) in [0, 1], got {x.dtype} {tuple(x.shape)}")
+        size = self.img_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, size, size) or not x.is_floating_point():
+            raise ValueError(f"expected float images (n, 3, {size}, {size}) in [0, 1], got {x.dtype} {tuple(x.shape)}")
         return self.body(x).mean((2, 3))
 
     def forward(self, x): return self.head(self.features(x))
@@ -87,13 +87,13 @@ class Classifier(nn.Module):
 NATURAL = ('cifar10', 'celeba', 'flowers102')   # augmented with flips and shifts (digits are not flipped)
 
 def _augment(x, g):
-    "Random horizontal flips and integer shifts of up to S/16 pixels (reflection padding), drawn per image from `g`."
-    n, _, S, _ = x.shape
-    m = max(1, S // 16)
+    "Random horizontal flips and integer shifts of up to size/16 pixels (reflection padding), drawn per image from `g`."
+    n, _, size, _ = x.shape
+    m = max(1, size // 16)
     u = torch.rand(n, 3, generator=g)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1] = torch.where(u[:, 0] < 0.5, -1.0, 1.0), 1.0
-    theta[:, :, 2] = ((u[:, 1:] * (2 * m + 1)).floor().clamp(max=2 * m) - m) * 2 / S
+    theta[:, :, 2] = ((u[:, 1:] * (2 * m + 1)).floor().clamp(max=2 * m) - m) * 2 / size
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode='nearest', padding_mode='reflection', align_corners=False)
 
@@ -109,7 +109,7 @@ def _loss(logits, t, multilabel):
 
 # %% ../nbs/13_scores.ipynb #846b673e
 def _check_images(images, img_size, what='images'):
-    "`images` as a tensor (n, 1 or 3, S, S), uint8 or float in [0, 1]; ValueError otherwise."
+    "`images` as a tensor (n, 1 or 3, size, size), uint8 or float in [0, 1]; ValueError otherwise."
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or tuple(x.shape[2:]) != (img_size, img_size):
         raise ValueError(f"{what} must be (n, 3 or 1, {img_size}, {img_size}) (the classifier's img_size), got {tuple(x.shape)}")
