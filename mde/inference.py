@@ -98,10 +98,8 @@ class Completer:
     def _complete(self, Z, M):
         X = M * Z
         if self.arch == 'mde': return self.net(X)
-        pred, h = self.net(X), self.net.hole_size
-        t, l = (X.shape[-2] - h) // 2, (X.shape[-1] - h) // 2
         Y = X.clone()
-        Y[..., t:t + h, l:l + h] = pred.to(Y.dtype)
+        Y[self.net.hole(Y.shape)] = self.net(X).to(Y.dtype)
         return Y
 
     def complete(self, Z, M, batch_size=256):

@@ -302,3 +302,9 @@ class ContextEncoder(nn.Module):
             for block, skip in zip(self.dec, (feats[3], feats[2])):     # 16x16x512, then 32x32x256
                 h = block(torch.cat([self.up(h), skip], 1))
         return self.out(h)
+
+    def hole(self, shape):
+        "Where the centre hole lies in tensors of `shape` (..., H, W): index `x[ce.hole(x.shape)]` (the one place of the crop)."
+        h = self.hole_size
+        t, l = (shape[-2] - h) // 2, (shape[-1] - h) // 2
+        return (..., slice(t, t + h), slice(l, l + h))

@@ -139,9 +139,7 @@ def train_step(setup, batch):
     if p['arch'] == 'ce':
         with setup.autocast():
             pred = nets['CE'](X)
-        h = setup.net('CE').hole_size
-        t, l = (Z.shape[-2] - h) // 2, (Z.shape[-1] - h) // 2
-        loss = F.mse_loss(pred.float(), Z[..., t:t + h, l:l + h])
+        loss = F.mse_loss(pred.float(), Z[setup.net('CE').hole(Z.shape)])
         _step_opt(setup, 'CE', loss)
         return {'loss/ce_mse': loss.detach()}
 
