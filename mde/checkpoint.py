@@ -14,7 +14,6 @@ import os
 import random
 import threading
 import warnings
-from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +107,7 @@ def checkpoint_state(setup, step, log_state=None, copy=False):
              'scheds': {n: s.state_dict() for n, s in setup.scheds.items()},
              'rng': _rng_state(), 'mde_version': mde.__version__, 'code': code_fingerprint(),
              'torch_version': str(torch.__version__)}
-    if copy: state = {**_to_host(state, True), 'log': deepcopy(log_state), 'params': deepcopy(setup.params)}
-    else: state = _to_host(state, False)
-    return state
+    return _to_host(state, copy)     # new containers all the way down: with `copy`, nothing is shared
 
 
 def save_checkpoint(setup, step, path, log_state=None, keep_previous=True):
@@ -196,7 +193,7 @@ def resolve_background(setting, device):
 class CheckpointWriter:
     "Saves checkpoints one at a time, on a background thread when `background` (see above)."
     def __init__(self, background=False):
-        self.background, self._thread, self._error, self.seconds = background, None, None, 0.0
+        self.background, self._thread, self._error = background, None, None
 
     def save(self, setup, step, path, log_state=None, keep_previous=True):
         state = checkpoint_state(setup, step, log_state, copy=self.background)   # the snapshot, before the next update

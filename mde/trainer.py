@@ -81,11 +81,8 @@ class DivergenceWatch:
 
     def update(self, losses, step):
         v = torch.stack([x.detach().float() for x in losses.values()])
-        new = ~torch.isfinite(v).all()
-        if self.first is None:
-            self.first, self.values, self.names = torch.where(new, step, -1), v, list(losses)
-            return
-        new = new & (self.first < 0)
+        if self.first is None: self.first, self.values, self.names = v.new_full((), -1).long(), v, list(losses)
+        new = ~torch.isfinite(v).all() & (self.first < 0)
         self.first, self.values = torch.where(new, step, self.first), torch.where(new, v, self.values)
 
     def check(self, step, world=1, due=False):
