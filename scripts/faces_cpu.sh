@@ -31,6 +31,6 @@ dvc exp run -S profile=faces-cpu -S "data.source=$SRC" -S studies.test_images=50
     -S studies.probing.probe.finetune_steps=1000 "$@" \
     $TARGETS classifier grid ablation probing occlusion figures 2>&1 \
   | python -m mde.results --time outputs/logs/faces-cpu-times.json
-python -m mde.report --outputs outputs --out outputs/report/index.html
+python -m mde.html_report --outputs outputs --out outputs/report/index.html
 python -m mde.results --collect results/faces-cpu --outputs outputs --times outputs/logs/faces-cpu-times.json \
     --data "CelebA ($SRC), profile faces-cpu"

@@ -1,4 +1,4 @@
-"""Fixtures shared by the study tests (test_probing, test_occlusion, test_report): one small project, trained once
+"""Fixtures shared by the study tests (test_probing, test_occlusion, test_html_report): one small project, trained once
 per test session, and its probing study."""
 from pathlib import Path
 

@@ -1,9 +1,9 @@
-"""mde.figures and mde.report: Figs. 1, 5, 6 and the offline HTML report."""
+"""mde.figures and mde.html_report: Figs. 1, 5, 6 and the offline HTML report."""
 import re
 import shutil
 
 from mde.figures import figures_study
-from mde.report import build_report, md_to_html
+from mde.html_report import build_report, md_to_html
 
 
 def test_figures_and_the_offline_report(study_project, probed):
