@@ -26,7 +26,7 @@ def cpu_has_amx():
     probe = getattr(torch.cpu, '_is_amx_tile_supported', None)
     return bool(probe()) if probe else False
 
-
+# %% ../nbs/06_build.ipynb #08a170ef
 def amp_choice(setting, device):
     """`train.amp` resolved on `device`: (use bf16 autocast?, why). `True` / `False` force it (on a CUDA GPU or a
     CPU; no other device autocasts); `'auto'` takes it on a CUDA GPU, and on a CPU only where it has AMX."""
@@ -38,7 +38,6 @@ def amp_choice(setting, device):
     if cpu_has_amx(): return True, 'auto: this CPU has AMX (bf16 matrix units)'
     return False, 'auto: this CPU has no AMX: bf16 autocast is slower than fp32 here'
 
-
 # %% ../nbs/06_build.ipynb #14a90ca5
 def init_distributed(device='auto'):
     "Start torch.distributed when launched by torchrun (nccl for GPUs, else gloo); return (rank, world_size, local_rank)."
@@ -49,7 +48,7 @@ def init_distributed(device='auto'):
         dist.init_process_group(backend='nccl' if gpu else 'gloo')
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0))
 
-
+# %% ../nbs/06_build.ipynb #bb8687d3
 def pick_device(name='auto', local_rank=0):
     "'auto' -> the local GPU when there is one, else the CPU."
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -59,7 +58,7 @@ def pick_device(name='auto', local_rank=0):
         return torch.device('cuda', local_rank)
     return torch.device(name)
 
-
+# %% ../nbs/06_build.ipynb #d5567118
 def barrier():
     "Wait for every process (no-op without torch.distributed)."
     if dist.is_initialized(): dist.barrier()
@@ -72,7 +71,7 @@ def model_signature(p):
             'adversarial': L.get('adversarial', 0) > 0 and p['arch'] == 'mde',
             'hns': (L['hns_variant'] if L.get('hns', 0) > 0 and p['arch'] == 'mde' else None)}
 
-
+# %% ../nbs/06_build.ipynb #a0a7c753
 def build_networks(p):
     "The networks a run with parameters `p` trains, by name (on the CPU, float32)."
     size, m, sig = p['data']['img_size'], p['model'], model_signature(p)
@@ -110,7 +109,7 @@ def _schedule(p, name, opt):
     if name == 'CE': return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total) ** power)
 
-
+# %% ../nbs/06_build.ipynb #95662f97
 @dataclass
 class Setup:
     "Everything `build` makes from parameters. `nets` are the (possibly DDP-wrapped) models by name."
@@ -137,7 +136,7 @@ class Setup:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
-
+# %% ../nbs/06_build.ipynb #c23d955f
 def build(p, device=torch.device('cpu'), rank=0, world=1):
     "Models, optimizers, LR schedulers and loss modules for parameters `p`, on `device`."
     torch.manual_seed(p['seed'])  # same initial weights on every rank and every run

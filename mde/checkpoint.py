@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CKPT_KIND', 'CKPT_FORMAT', 'state_digest', 'CheckpointWriteError', 'previous_path', 'checkpoint_state',
-           'save_checkpoint', 'write_checkpoint', 'read_checkpoint', 'find_checkpoint', 'load_checkpoint',
+           'write_checkpoint', 'save_checkpoint', 'read_checkpoint', 'find_checkpoint', 'load_checkpoint',
            'resolve_background', 'CheckpointWriter']
 
 # %% ../nbs/09_checkpoint.ipynb #596f71fc
@@ -80,13 +80,13 @@ CKPT_KIND, CKPT_FORMAT = 'mde-checkpoint', 2
 class CheckpointWriteError(OSError):
     "A checkpoint could not be written (disk full, read-only folder, ...); the previous ones are untouched."
 
-
+# %% ../nbs/09_checkpoint.ipynb #cade921c
 def previous_path(path):
     "Where the checkpoint before `path` is kept: last.ckpt -> last.prev.ckpt."
     path = Path(path)
     return path.with_name(f'{path.stem}.prev{path.suffix}')
 
-
+# %% ../nbs/09_checkpoint.ipynb #66fb83dc
 _write = write_synced    # the file write, on its own so that tests can make it fail or die half-way
 
 
@@ -109,13 +109,7 @@ def checkpoint_state(setup, step, log_state=None, copy=False):
              'torch_version': str(torch.__version__)}
     return _to_host(state, copy)     # new containers all the way down: with `copy`, nothing is shared
 
-
-def save_checkpoint(setup, step, path, log_state=None, keep_previous=True):
-    """Atomically write the full training state after `step` updates (and the logged history) to `path`;
-    the checkpoint it replaces is kept as `previous_path(path)` when `keep_previous`."""
-    return write_checkpoint(checkpoint_state(setup, step, log_state), path, keep_previous)
-
-
+# %% ../nbs/09_checkpoint.ipynb #3a140c21
 def write_checkpoint(state, path, keep_previous=True):
     "Write `checkpoint_state`'s `state` to `path` atomically, with its SHA-256; the replaced one kept when `keep_previous`."
     step, path = state['step'], Path(path)
@@ -137,7 +131,13 @@ def write_checkpoint(state, path, keep_previous=True):
                                    "run again: it resumes from the newest intact one") from e
     return path
 
+# %% ../nbs/09_checkpoint.ipynb #029f38cc
+def save_checkpoint(setup, step, path, log_state=None, keep_previous=True):
+    """Atomically write the full training state after `step` updates (and the logged history) to `path`;
+    the checkpoint it replaces is kept as `previous_path(path)` when `keep_previous`."""
+    return write_checkpoint(checkpoint_state(setup, step, log_state), path, keep_previous)
 
+# %% ../nbs/09_checkpoint.ipynb #67566a6d
 def read_checkpoint(path):
     "The training state in checkpoint file `path` (on the CPU), checked; a clear ValueError for anything else."
     ck = safe_load(path, 'mde checkpoint', 'delete it to start afresh')
@@ -153,7 +153,7 @@ def read_checkpoint(path):
         raise ValueError(f"{path} is corrupt: its contents do not match the SHA-256 recorded when it was written")
     return ck['state']
 
-
+# %% ../nbs/09_checkpoint.ipynb #e7a999f0
 def find_checkpoint(path, report=print):
     """The newest intact checkpoint of `path` and `previous_path(path)`: (file, state), or (None, None).
     A damaged one is reported, moved aside to `<name>.corrupt` (so it never becomes the kept previous one)
@@ -167,7 +167,7 @@ def find_checkpoint(path, report=print):
             report(f"checkpoint {cand} is unusable ({e}); moved to {bad.name}, trying the previous one")
     return None, None
 
-
+# %% ../nbs/09_checkpoint.ipynb #291ae1a1
 def load_checkpoint(setup, path, ck=None):
     "Restore the training state from `path` (or its already-read state `ck`) into `setup`; return the step."
     ck = read_checkpoint(path) if ck is None else ck
@@ -189,7 +189,7 @@ def resolve_background(setting, device):
     if torch.device(device).type == 'cuda': return True, 'auto: a GPU (the write overlaps the updates)'
     return False, 'auto: a CPU (a writing thread would compete with training for the cores)'
 
-
+# %% ../nbs/09_checkpoint.ipynb #7acd20c6
 class CheckpointWriter:
     "Saves checkpoints one at a time, on a background thread when `background` (see above)."
     def __init__(self, background=False):
