@@ -263,7 +263,7 @@ def bench_complete(n=100, size=512, out='outputs/bench', model=None, path='param
         f"{r['torch']}): {seconds:.1f} s, {r['images_per_s']:.3g} images/s (target: 100 images in {COMPLETE_TARGET_S} s)\n")
     return r
 
-# %% ../nbs/17_bench.ipynb #ab860f60
+# %% ../nbs/17_bench.ipynb #1d1cbeef
 def _fmt(x, nd=3):
     return '' if x is None else (f'{x:.{nd}g}' if isinstance(x, float) else str(x))
 
@@ -296,7 +296,7 @@ def markdown_table(result):
                      f"bf16 autocast: {'on' if r['optimized']['peak_used'] == 'bf16' else 'off'} ({r.get('amp_path', 'train.amp')})")
     return '\n'.join(lines) + '\n'
 
-
+# %% ../nbs/17_bench.ipynb #a532b914
 def run_bench(models=tuple(BENCH_MODELS), device='auto', steps=None, out='outputs/bench', path='params.yaml',
               smoke=False, progress=print, compiled=False):
     "Benchmark `models` on `device`; write bench.json and bench.md into `out`; return the result."
@@ -321,7 +321,7 @@ def run_bench(models=tuple(BENCH_MODELS), device='auto', steps=None, out='output
     (out / 'bench.md').write_text(markdown_table(result))
     return result
 
-
+# %% ../nbs/17_bench.ipynb #2d821a0e
 def main(argv=None):
     ap = argparse.ArgumentParser(prog='python -m mde.bench', description='Time the training update, plain and optimized.')
     ap.add_argument('--models', nargs='+', default=list(BENCH_MODELS), choices=list(BENCH_MODELS))

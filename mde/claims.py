@@ -187,6 +187,7 @@ def claims_table(outputs='outputs'):
     return (probing_claims(o / 'probing') + grid_claims(o / 'grid') + ablation_claims(o / 'ablation')
             + occlusion_claims(o / 'occlusion'))
 
+# %% ../nbs/23_claims.ipynb #d8c2d56b
 def write_claims(outputs='outputs', out=None, data=None):
     "Write the claims table of `outputs` to `<out>/claims.md` and `.csv` (default: `outputs`); returns its rows."
     rows = claims_table(outputs)
