@@ -106,6 +106,7 @@ def model_card(run_dir):
         (' This model was trained on it: use it for non-commercial research only.' if data['name'] == 'celeba' else ''), '']
     return '\n'.join(lines)
 
+# %% ../nbs/26_cards.ipynb #a974f937
 def write_model_card(run_dir):
     "Write `run_dir/README.md`; returns its path."
     f = Path(run_dir) / 'README.md'

@@ -90,6 +90,7 @@ def to_model(image, keep, n):
     M = F.interpolate(keep[None].float(), size=(n, n), mode='area') > 1 - 1e-6
     return Z[0].clamp(0, 1), M[0].float()
 
+# %% ../nbs/25_complete.ipynb #033496b1
 def complete_images(model, images, keeps, batch_size=64):
     "Each uint8 image (3, H_i, W_i) completed under its kept mask by `model`, at its own size: kept pixels are its own."
     n = model.img_size

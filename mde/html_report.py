@@ -105,13 +105,14 @@ def claims_html(outputs='outputs'):
             '<p><small>holds: yes = every comparison of the test, partly = some, no = none, not run = the study is '
             'missing. Each test and its numbers: mde.claims, and the study sections below.</small></p>')
 
+# %% ../nbs/22_html_report.ipynb #0a399511
 def study_folders(outputs='outputs'):
     "Result folders of `outputs` (those with a provenance.json), in `ORDER`, then alphabetically."
     found = [p.parent for p in sorted(Path(outputs).glob('*/provenance.json')) if p.parent.name != 'report']
     rank = lambda f: (ORDER.index(f.name) if f.name in ORDER else len(ORDER), f.name)
     return sorted(found, key=rank)
 
-
+# %% ../nbs/22_html_report.ipynb #fba02094
 def _figure(png, caption):
     data = base64.b64encode(png.read_bytes()).decode()
     return (f'<figure><img alt="{html.escape(png.name)}" src="data:image/png;base64,{data}">'
@@ -148,7 +149,7 @@ def build_report(outputs='outputs', out='outputs/report/index.html'):
     out.write_text(page)
     return out
 
-
+# %% ../nbs/22_html_report.ipynb #8ee95e2a
 def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description='gather every results folder into one offline HTML report')
