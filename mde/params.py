@@ -272,7 +272,7 @@ SCORE_DEFAULTS = {
     'kid_subset_size': 100,
     'is_splits': 1,
     'device': 'auto',          # auto | cpu | cuda
-    'threads': 1,              # torch intra-op CPU threads during the stage; null: torch's default (why: nbs/13_scores.ipynb)
+    'threads': 1,              # torch intra-op CPU threads during the stage; null: torch's default (why: nbs/13_classifier.ipynb)
 }
 
 # %% ../nbs/05_params.ipynb #650f4a99
@@ -419,7 +419,7 @@ def _check_side(name, doc, path, seed=None):
     if sec is None: return {}
     if not isinstance(sec, dict): raise ValueError(f"{name} (a section of {path}) must be a mapping, got {_show(sec)}")
     if name == 'studies': return _check_studies(sec, list(_runs_of(doc, path)), path)
-    for k, v in sec.items():                            # mde.scores checks ranges; a NaN or inf passes some of them
+    for k, v in sec.items():                            # score_settings checks ranges; a NaN or inf passes some of them
         if isinstance(v, float) and not math.isfinite(v): raise ValueError(f"scores.{k} must be a finite number, got {_show(v)}")
     score_settings({'seed': doc.get('seed', 0) if seed is None else seed, 'scores': sec})
     return sec

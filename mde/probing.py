@@ -22,7 +22,7 @@ from .evaluation import write_table
 from .inference import Completer
 from .params import PROBE_DEFAULTS, find_params
 from .provenance import environment
-from .scores import LABEL_KINDS
+from .classifier import LABEL_KINDS
 from .studies import save_figure, data_split, load_run, run_dir, studies_config
 
 # %% ../nbs/19_probing.ipynb #aee806f2

@@ -83,7 +83,8 @@ def make_scorer(images, classifier='outputs/classifier/classifier.pt', seed=0, d
     f = Path(classifier)
     if not f.is_file():
         return None, f"no in-domain classifier at {f} (run `dvc repro classifier`): no IS/FID/KID columns"
-    from mde.scores import Scorer, load_classifier
+    from mde.classifier import load_classifier
+    from mde.scores import Scorer
     net, info = load_classifier(f, device=device)
     scorer = Scorer(net, images, seed=seed, device=device)
     acc = info.get('accuracy')

@@ -66,3 +66,18 @@ def untrained_runs(path, overrides, root, names=None):
         nets = build_networks(p)
         save_model(Path(root) / name / 'model.pt', p, {n: nets[n] for n in ('G', 'CE') if n in nets}, 0)
     return Path(root)
+
+
+def fake_celeba(n=120, size=16, split='train', with_attrs=True, seed=0):
+    "A CelebA-like ImageDataset: attribute 0 = bright, 1 = reddish, the other 38 random; some NaN."
+    from mde.data import ImageDataset
+    g = torch.Generator().manual_seed(seed)
+    a = (torch.rand(n, 40, generator=g) < 0.5).float()
+    x = torch.rand(n, 3, size, size, generator=g) * 0.3
+    x += 0.4 * a[:, 0, None, None, None]
+    x[:, 0] += 0.3 * a[:, 1, None, None]
+    a[torch.rand(n, 40, generator=g) < 0.05] = float('nan')
+    a[0] = float('nan')                                           # one face without any attribute
+    extras = {'attrs': a if with_attrs else torch.full((n, 40), float('nan'))}
+    return ImageDataset((x * 255).round().to(torch.uint8), -torch.ones(n), extras,
+                        {'name': 'celeba', 'split': split, 'attr_names': [f'a{i}' for i in range(40)]})

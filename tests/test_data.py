@@ -1122,7 +1122,7 @@ def test_folder_data_what_needs_labels_says_so_and_the_rest_runs(tmp_path):
     "Your own folder has no labels: the classifier and probing stop with a sentence that says so; completion metrics run."
     from mde.evaluation import evaluate
     from mde.probing import probe_targets
-    from mde.scores import build_classifier
+    from mde.classifier import build_classifier
     from mde.studies import make_scorer
     src = tmp_path / 'photos'
     _own_images(src, [f'{i:03d}.png' for i in range(20)])

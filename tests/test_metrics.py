@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import mde.metrics as Mx
-from mde.metrics import psnr, ssim, inception_score
+from mde.metrics import FeatureDistances, distance_backend, frechet_distance, inception_score, kernel_distance, psnr, ssim
 from helpers import rec_like_masks
 
 
@@ -240,3 +240,106 @@ def test_inception_bad_input():
     with pytest.raises(ValueError, match='splits'): inception_score(p, splits=11)
     with pytest.raises(ValueError, match='splits'): inception_score(p, splits=2.0)
     with pytest.raises(ValueError, match='non-empty'): inception_score(torch.zeros(0, 4))
+
+
+def test_attribute_inception_score():
+    "multilabel=True: the geometric mean over attributes of the two-class inception scores."
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(30, 6, generator=g, dtype=torch.float64)
+    per = [inception_score(torch.stack([1 - p[:, a], p[:, a]], 1))[0] for a in range(6)]
+    assert math.isclose(inception_score(p, multilabel=True)[0], math.exp(sum(map(math.log, per)) / 6), rel_tol=1e-12)
+    assert math.isclose(inception_score(torch.full((10, 40), 0.3, dtype=torch.float64), multilabel=True)[0], 1.0)
+    m, s = inception_score(p, splits=3, multilabel=True)
+    parts = [inception_score(p[i * 10:(i + 1) * 10], multilabel=True)[0] for i in range(3)]
+    assert math.isclose(m, float(np.mean(parts)), rel_tol=1e-12) and math.isclose(s, float(np.std(parts)), rel_tol=1e-9)
+    with pytest.raises(ValueError, match=r'splits.*\[1, n=30\]'): inception_score(p, splits=True, multilabel=True)
+
+
+# ---------------------------------------------------------------- FID / KID
+
+def _feats(n, d, seed, scale=0.25, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g)) * scale + shift
+
+
+def _kid_numpy(x, y):
+    "Unbiased MMD^2 with k = (x.y/d + 1)^3 over all of x and y (m each): an independent reference."
+    x, y = x.numpy(), y.numpy()
+    m, d = len(x), x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+            - 2 * kxy.mean())
+
+
+def test_fid_closed_forms():
+    A = _feats(300, 12, 0)
+    c = A - A.mean(0)
+    trace = (c.T @ c / 299).trace().item()
+    for backend in ('torch', 'torchmetrics'):
+        assert abs(frechet_distance(A, A, backend)) < 1e-8 * trace
+        assert math.isclose(frechet_distance(A, A + 0.5, backend), 12 * 0.25, rel_tol=1e-8)   # |shift|^2
+        # S2 = 4 S1: Tr(S1 + 4 S1 - 2 (4 S1^2)^(1/2)) = Tr(S1)
+        assert math.isclose(frechet_distance(A, 2 * c, backend), trace + (A.mean(0) ** 2).sum().item(), rel_tol=1e-7)
+
+
+def test_kid_matches_reference():
+    x, y = _feats(40, 8, 1), _feats(40, 8, 2, shift=0.3)
+    ref = _kid_numpy(x.double(), y.double())
+    for backend in ('torch', 'torchmetrics'):                  # subset = everything: the permutation does not matter
+        kid, std = kernel_distance(x, y, subsets=3, subset_size=40, backend=backend)
+        assert math.isclose(kid, ref, rel_tol=1e-10) and std < 1e-10 * abs(ref)
+
+
+@pytest.mark.parametrize('n_real,n_fake,d', [(300, 200, 16), (120, 80, 64), (50, 30, 64)])
+def test_backends_agree(n_real, n_fake, d):
+    "torchmetrics and the pure-torch fallback agree: FID to 1e-10 relative (1e-6 when the covariances are singular), KID to 1e-9."
+    A = _feats(n_real, d, 3)
+    B = _feats(n_fake, d, 4, scale=0.3, shift=0.1)
+    fid_tm, fid_pt = frechet_distance(A, B, 'torchmetrics'), frechet_distance(A, B, 'torch')
+    tol = 1e-10 if min(n_real, n_fake) > d else 1e-6          # measured: ~1e-14 and ~1e-8
+    assert math.isclose(fid_tm, fid_pt, rel_tol=tol), (fid_tm, fid_pt)
+    (k_tm, s_tm), (k_pt, s_pt) = (kernel_distance(A, B, 20, 25, seed=7, backend=b) for b in ('torchmetrics', 'torch'))
+    assert math.isclose(k_tm, k_pt, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(s_tm, s_pt, rel_tol=1e-9)
+
+
+def test_kid_subsets_are_seeded():
+    A, B = _feats(200, 8, 5), _feats(150, 8, 6, shift=0.2)
+    for backend in ('torch', 'torchmetrics'):
+        torch.manual_seed(0); r0 = torch.rand(2)
+        torch.manual_seed(0)
+        k1 = kernel_distance(A, B, 10, 50, seed=1, backend=backend)
+        assert torch.equal(torch.rand(2), r0)                   # the caller's random state is untouched
+        assert k1 == kernel_distance(A, B, 10, 50, seed=1, backend=backend)
+        assert k1 != kernel_distance(A, B, 10, 50, seed=2, backend=backend)
+
+
+def test_distance_backend_without_torchmetrics(monkeypatch):
+    assert distance_backend() == 'torchmetrics'                 # installed here (a dev requirement)
+    monkeypatch.setitem(sys.modules, 'torchmetrics', None)       # `import torchmetrics` now raises ImportError
+    assert distance_backend('auto') == 'torch'
+    with pytest.raises(ValueError, match='not installed'): distance_backend('torchmetrics')
+    A, B = _feats(40, 4, 0), _feats(30, 4, 1, shift=0.2)
+    d = FeatureDistances(A, 'auto', kid_subsets=3, kid_subset_size=10)
+    assert d.backend == 'torch' and set(d(B)) == {'fid', 'kid', 'kid_std', 'kid_subset_size'}
+
+
+def test_feature_distances_are_the_one_off_functions():
+    A, B = _feats(60, 6, 2), _feats(50, 6, 3, shift=0.1)
+    for backend in ('torch', 'torchmetrics'):
+        d = FeatureDistances(A, backend, kid_subsets=4, kid_subset_size=30, seed=5)
+        r = d(B)
+        assert r == d(B) and r['kid_subset_size'] == 30 and d(B[:12])['kid_subset_size'] == 12   # min(size, n_real, n_fake)
+        assert r['fid'] == frechet_distance(A, B, backend)
+        assert (r['kid'], r['kid_std']) == kernel_distance(A, B, 4, 30, seed=5, backend=backend)
+    for bad, what in ((dict(kid_subsets=0), 'kid_subsets'), (dict(kid_subset_size=1), 'kid_subset_size'), (dict(seed=-1), 'seed'),
+                      (dict(kid_subsets=True), 'kid_subsets')):
+        with pytest.raises(ValueError, match=what): FeatureDistances(A, 'torch', **bad)
+
+
+def test_distance_input_errors():
+    A = _feats(20, 4, 0)
+    with pytest.raises(ValueError, match='n >= 2'): frechet_distance(A, A[:1])
+    with pytest.raises(ValueError, match='dimensions'): frechet_distance(A, A[:, :3])
+    with pytest.raises(ValueError, match='NaN'): frechet_distance(A, A * float('nan'))
+    with pytest.raises(ValueError, match='valid'): frechet_distance(A, A, backend='numpy')

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 import mde.trainer
 from mde.build import build
 from mde.masks import MASK_KINDS
-from mde.params import (SCHEMA, flat, load_params, load_yaml, parse_sets, run_names, set_param, side_section,
-                        smoke_params, validate_params)
+from mde.params import (SCHEMA, SCORE_DEFAULTS, flat, load_params, load_yaml, parse_sets, run_names, score_settings,
+                        set_param, side_section, smoke_params, validate_params)
 from mde.step import run_masks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -523,3 +523,16 @@ def test_paper_profiles_use_the_papers_reading():
     for name in ('paper-celeba', 'paper-flowers', 'paper-mnist'):
         L = load_params(PARAMS, {'profile': name}, run='REC10-alt')['losses']
         assert (L['reduction'], L['hns_form'], L['vgg_weights'], L['perceptual'], L['hns']) == ('sum', 'paper', 'imagenet', 2e-5, 10.0)
+
+
+def test_score_settings():
+    s = score_settings({'seed': 3})
+    assert s == {**SCORE_DEFAULTS, 'seed': 3}
+    s = score_settings({'seed': 3, 'scores': {'steps': 10, 'seed': 9}}, {'width': 8})
+    assert (s['steps'], s['seed'], s['width']) == (10, 9, 8)
+    with pytest.raises(ValueError, match="'scores.stpes'"): score_settings({'seed': 0, 'scores': {'stpes': 1}})
+    with pytest.raises(ValueError, match="'scores.bogus'"): score_settings({'seed': 0}, {'bogus': 1})
+    for bad in ({'steps': 0}, {'lr': 0}, {'augment': 'maybe'}, {'held_out_fraction': 1.5}, {'device': 'tpu'},
+                {'test_images': 1}, {'kid_subset_size': 1}):
+        with pytest.raises(ValueError, match=f'scores.{next(iter(bad))}'): score_settings({'seed': 0}, bad)
+    with pytest.raises(ValueError, match='mapping'): score_settings({'seed': 0, 'scores': [1]})
