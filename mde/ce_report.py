@@ -8,7 +8,6 @@ __all__ = ['ROLES', 'REPORT_TABLE1', 'REPORT_SECTION33', 'REPORT_SWEEP', 'FIGURE
            'draw_panels', 'sweep_rows', 'sweep_table', 'ce_report_study']
 
 # %% ../nbs/18_ce_report.ipynb #51870408
-import json
 import math
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from .data import spaced_indices, load_dataset
 from .evaluation import heatmap, pivot, write_table
 from .metrics import mse
 from .params import find_params
-from .provenance import environment
+from .provenance import environment, write_provenance
 from .runlog import read_history
 from .studies import save_figure, data_split, load_run, run_dir, studies_config
 
@@ -38,7 +37,7 @@ def _check_ce(model):
         raise ValueError(f"the CE report scores a Context Encoder's centre-hole completions; got a model of arch "
                          f"{getattr(model, 'arch', type(model).__name__)!r} (run {getattr(model, 'name', None)!r})")
 
-
+# %% ../nbs/18_ce_report.ipynb #0abf2c50
 def centre_completions(model, images, batch_size=256):
     "(Z, M, Y) for `images` (uint8 or floats in [0, 1]): the images as floats, the centre-hole masks (1 = kept), the completions."
     _check_ce(model)
@@ -46,7 +45,7 @@ def centre_completions(model, images, batch_size=256):
     M = model.masks(Z)
     return Z, M, model.complete(Z, M, batch_size=batch_size)
 
-
+# %% ../nbs/18_ce_report.ipynb #729bb423
 def hole_mse(model, images, batch_size=256, chunk=2048):
     "Per-image MSE over the centre hole (the CE report's metric), `(n,)`, of Context Encoder `model` on `images`."
     out = [mse(Y, Z, M) for Z, M, Y in (centre_completions(model, images[i:i + chunk], batch_size)
@@ -62,7 +61,7 @@ def run_images(model, split, n=None, test_images=None):
     images = ds.images if n is None or n >= len(ds) else ds.images[torch.from_numpy(spaced_indices(len(ds), n))]
     return images, ds
 
-
+# %% ../nbs/18_ce_report.ipynb #70ddd4ca
 def data_label(params, info=None, stand_in=True):
     "The data of a run in words: 'cifar10 32px, class truck', 'digits (stand-in for cifar10) 32px, class 9'."
     d = params['data']
@@ -85,7 +84,7 @@ def table1(models, train_n=None, test_images=None, batch_size=256, progress=True
                          'report': REPORT_TABLE1.get(role, {}).get(split)})
     return rows
 
-
+# %% ../nbs/18_ce_report.ipynb #cd8352c4
 def ce_table1_wide(rows):
     "Table 1's layout: rows train / test; per model, our MSE (its column names the data used) and the report's."
     out = []
@@ -98,7 +97,7 @@ def ce_table1_wide(rows):
         out.append(r)
     return out
 
-
+# %% ../nbs/18_ce_report.ipynb #bb8db1ee
 def section33(models, test_images=None, batch_size=256):
     "Rows: the one-class model's test images completed by the all-classes and the one-class model; and (Z, M, {role: Y})."
     if not {'all', 'one_class'} <= set(models):
@@ -133,7 +132,7 @@ def epoch_curves(history, batch_size, n_train):
 # %% ../nbs/18_ce_report.ipynb #db44da43
 ROW_NAMES = ('original', 'masked', 'completed')
 
-
+# %% ../nbs/18_ce_report.ipynb #0e929fa6
 def completion_panel(Z, M, Y, n=8, pad=2):
     "An (H', W', 3) array in [0, 1]: rows original / masked (hole grey) / completed of the first `n` images."
     from torchvision.utils import make_grid
@@ -141,7 +140,7 @@ def completion_panel(Z, M, Y, n=8, pad=2):
     grid = make_grid(torch.cat([Z, M * Z + (1 - M) * 0.5, Y]), nrow=len(Z), padding=pad, pad_value=1.0)
     return grid.permute(1, 2, 0).numpy()
 
-
+# %% ../nbs/18_ce_report.ipynb #96c57baf
 def draw_panels(panels, titles, suptitle=None, img_size=32, pad=2):
     "A figure of `completion_panel`s side by side, rows labelled."
     import matplotlib.pyplot as plt
@@ -168,7 +167,7 @@ def sweep_rows(models, test_images=None, batch_size=256, progress=True):
                      'mse': hole_mse(m, images, batch_size).mean().item()})
     return rows
 
-
+# %% ../nbs/18_ce_report.ipynb #08e207ac
 def sweep_table(rows):
     "The sweep as a `Pivot`: optimizers (rows) x learning rates (columns, largest first), test hole MSE."
     lr_name = {r['lr']: f"{r['lr']:.0e}" for r in rows}
@@ -189,7 +188,7 @@ def _notes(models):
                          f"run {m.name} used {data_label(m.params)}")
     return notes
 
-
+# %% ../nbs/18_ce_report.ipynb #0cb434c5
 def _curves(models, root, train_rows):
     "Figs. 3, 6, 9: rows and figure; `train_rows` {role: Table 1's train row} give the training-set size and its label."
     import matplotlib.pyplot as plt
@@ -207,7 +206,7 @@ def _curves(models, root, train_rows):
     fig.tight_layout()
     return rows, fig
 
-
+# %% ../nbs/18_ce_report.ipynb #09327a6d
 def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/runs', device='auto', progress=True, n_show=8):
     "The CE report's Table 1, Section 3.3, loss curves, image grids and Section 3.4 sweep; tables and figures into `out`."
     device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
@@ -280,5 +279,5 @@ def ce_report_study(out='outputs/ce_report', path='params.yaml', root='outputs/r
                        for name, m in {**models, **(smodels if sweep else {})}.items()},
             'report': {'table1': REPORT_TABLE1, 'section33': REPORT_SECTION33, 'sweep': REPORT_SWEEP},
             **environment(device)}
-    (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
+    write_provenance(out, prov)
     return {'table1': t1, 'section33': s33, 'sweep': sweep}

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'SPLITS', 'DEFAULT_IMG_SIZE', 'CIFAR10_CLASSES', 'ARCHIVES', 'CELEBA_FRAME', 'LANDMARK_FILES',
-           'FOLDER_TEST_SHARE', 'FOLDER_SUFFIXES', 'spaced_indices', 'shared_data_dir', 'ImageDataset',
+           'FOLDER_TEST_SHARE', 'FOLDER_SUFFIXES', 'spaced_indices', 'minibatches', 'shared_data_dir', 'ImageDataset',
            'celeba_crop_box', 'celeba_to_crop', 'prepare_dataset', 'folder_split', 'load_dataset', 'select_classes']
 
 # %% ../nbs/04_data.ipynb #6e9732b6
@@ -62,6 +62,17 @@ def spaced_indices(n, limit):
     "Indices of `limit` items evenly spaced over `n` (all of them when limit is None or >= n)."
     if limit is None or limit >= n: return np.arange(n)
     return (np.arange(limit) * n) // limit
+
+# %% ../nbs/04_data.ipynb #5549b8c7
+def minibatches(n, batch_size, generator):
+    "Endless index tensors of `batch_size` from permutations of range(n) drawn from `generator`; a short tail is dropped."
+    perm = torch.randperm(n, generator=generator)
+    def batches(perm, pos=0):
+        while True:
+            if pos + batch_size > n: perm, pos = torch.randperm(n, generator=generator), 0
+            yield perm[pos:pos + batch_size]
+            pos += batch_size
+    return batches(perm)
 
 # %% ../nbs/04_data.ipynb #5f4d2989
 def shared_data_dir():

@@ -6,7 +6,6 @@
 __all__ = ['CHANNEL_COLOURS', 'kept_boxes', 'own_scenario', 'fig1', 'fig5', 'fig6', 'figures_study']
 
 # %% ../nbs/21_figures.ipynb #5d19d245
-import json
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from .build import pick_device
 from .evaluation import as_float, scenario_name, test_masks
 from .studies import save_figure, load_run, run_dir, studies_config, test_set
 from .params import find_params
-from .provenance import environment
+from .provenance import environment, write_provenance
 
 # %% ../nbs/21_figures.ipynb #3a66b858
 CHANNEL_COLOURS = ('red', 'lime', 'blue')
@@ -128,5 +127,5 @@ def figures_study(out='outputs/figures', path='params.yaml', root='outputs/runs'
             'n': len(ds)}, 'test_seed': cfg['test_seed'], 'figures': made,
             'models': {k: {'run': m.name, 'step': m.step, 'file': str(run_dir(m.name, root) / 'model.pt')} for k, m in models.items()},
             **environment(device)}
-    (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
+    write_provenance(out, prov)
     return made

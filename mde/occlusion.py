@@ -6,13 +6,12 @@
 __all__ = ['PAPER_TABLE3', 'OCCLUSION_NAMES', 'table3_rows', 'occlusion_figure', 'occlusion_study']
 
 # %% ../nbs/20_occlusion.ipynb #bfb4ae00
-import json
-
 import torch
 
 from .build import pick_device
 from .evaluation import as_float, protocol_notes, test_masks, write_table
 from .masks import OCCLUSIONS
+from .provenance import write_provenance
 from .studies import save_figure, describe_losses, load_run, run_study
 
 # %% ../nbs/20_occlusion.ipynb #57b8187c
@@ -97,5 +96,5 @@ def occlusion_study(out='outputs/occlusion', path='params.yaml', root='outputs/r
     title = (f"Table 3 (ours): {data}; runs " + ', '.join(f"{k} = {m['run']} @ {m['step']}" for k, m in models.items()))
     save_figure(occlusion_figure(nets, ds.images, n_show, title), out / 'fig_occlusions.png')
     prov.update(study='occlusion', stand_in=stand_in, paper={'table3': PAPER_TABLE3})
-    (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
+    write_provenance(out, prov)
     return rows

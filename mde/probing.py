@@ -9,7 +9,6 @@ __all__ = ['PAPER_TABLE1', 'PAPER_TABLE2', 'RANDOM', 'TRIVIAL', 'paper_row', 'pr
 
 # %% ../nbs/19_probing.ipynb #d63a53e2
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -17,11 +16,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .build import build_networks, pick_device
-from .data import spaced_indices
+from .data import minibatches, spaced_indices
 from .evaluation import write_table
 from .inference import Completer
 from .params import PROBE_DEFAULTS, find_params
-from .provenance import environment
+from .provenance import environment, write_provenance
 from .classifier import LABEL_KINDS
 from .studies import save_figure, data_split, load_run, run_dir, studies_config
 
@@ -47,6 +46,7 @@ PAPER_TABLE2 = [   # attribute recognition, % average error
 RANDOM = 'random weights'
 _TASKS = ('landmarks', 'attributes', 'class')
 
+# %% ../nbs/19_probing.ipynb #c3b410d1
 def paper_row(params):
     "The paper's Table 1 row (label, landmarks, attributes) for a run's parameters (None for random weights), or None."
     for label, kind, S, lm, at in PAPER_TABLE1:
@@ -95,8 +95,10 @@ def _labelled(targets):
         ok = k if ok is None else ok & k
     return ok.nonzero().flatten()
 
+# %% ../nbs/19_probing.ipynb #8ff21ddd
 def _take(images, targets, idx): return images[idx], {k: v[idx] for k, v in targets.items()}
 
+# %% ../nbs/19_probing.ipynb #f9925ec6
 def probe_data(d, held_out=PROBE_DEFAULTS['held_out'], fit_images=None, test_images=None):
     "Fitting and scoring images with their targets for the data section `d` of a run: a dict (fit, eval, tasks, notes, how)."
     train = data_split(d, 'train', d.get('limit'))
@@ -134,15 +136,17 @@ def encoder_features(model, images, batch_size=256):
         out.append(model.encode(Z, batch_size=batch_size).cpu())
     return torch.cat(out)
 
-
+# %% ../nbs/19_probing.ipynb #b311cd83
 def _targets(t, task, k):
     "Targets as a float matrix (n, outputs): one-hot classes, or the values flattened (NaN = unknown)."
     return F.one_hot(t, k).float() if task == 'class' else t.reshape(len(t), -1).float()
 
+# %% ../nbs/19_probing.ipynb #1cdb83c4
 def _l2(pred, T, known):
     "The L2 loss over the known targets only (`T` with NaN replaced, `known` its mask), per known target."
     return ((pred - T) * known).pow(2).sum() / known.sum().clamp_min(1)
 
+# %% ../nbs/19_probing.ipynb #9e59f550
 def fit_head(features, targets, task, steps=5000, batch_size=16, lr=1e-3, seed=0, n_classes=None):
     "A linear sigmoid head on standardised `features` fitted with L2 to `targets`: (head, mean, std), frozen."
     g = torch.Generator().manual_seed(seed)
@@ -155,20 +159,19 @@ def fit_head(features, targets, task, steps=5000, batch_size=16, lr=1e-3, seed=0
         torch.manual_seed(seed)
         head = torch.nn.Linear(X.shape[1], T.shape[1])
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    perm, pos = torch.randperm(len(X), generator=g), 0
+    batches = minibatches(len(X), batch_size, g)
     for _ in range(steps):
-        if pos + batch_size > len(X): perm, pos = torch.randperm(len(X), generator=g), 0
-        idx = perm[pos:pos + batch_size]; pos += batch_size
+        idx = next(batches)
         loss = _l2(torch.sigmoid(head(X[idx])), T[idx], known[idx])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     return head.requires_grad_(False), mu, sd
 
-
+# %% ../nbs/19_probing.ipynb #2bc8760a
 def predict_head(fitted, features):
     head, mu, sd = fitted
     with torch.no_grad(): return torch.sigmoid(head((features - mu) / sd))
 
-
+# %% ../nbs/19_probing.ipynb #10c8659e
 def probe_scores(pred, targets, task, img_size=None):
     "The table's numbers for predictions `pred` (sigmoid outputs) of `targets`."
     if task == 'class':
@@ -196,6 +199,7 @@ def _n_classes(data, task):
     "The number of classes of `task` in `data` (fitting and scoring labels), None for other tasks."
     return int(max(data['fit'][1][task].max(), data['eval'][1][task].max())) + 1 if task == 'class' else None
 
+# %% ../nbs/19_probing.ipynb #c25f43d3
 def random_model(params, seed=0):
     "A `Completer` whose generator has the architecture of `params` and freshly initialised weights (seeded)."
     p = {**params, 'run': None}
@@ -204,7 +208,7 @@ def random_model(params, seed=0):
         nets = {'G': build_networks(p)['G']}
     return Completer(p, nets, step=0, name=RANDOM)
 
-
+# %% ../nbs/19_probing.ipynb #9ec31120
 def probe_model(model, data, steps=5000, batch_size=16, lr=1e-3, seed=0):
     "One row of Table 1 for `model` (a `Completer` of an MDE) on `data` (from `probe_data`): the scores of every task."
     fit_images, fit_t = data['fit']
@@ -219,6 +223,7 @@ def probe_model(model, data, steps=5000, batch_size=16, lr=1e-3, seed=0):
 # %% ../nbs/19_probing.ipynb #c8972c25
 TRIVIAL = 'trivial (mean shape, majority)'
 
+# %% ../nbs/19_probing.ipynb #5ab5c592
 def trivial_row(data):
     "Scores of the image-blind predictor of `data` (from `probe_data`): mean landmarks, majority attribute / class."
     _, fit_t = data['fit']
@@ -248,7 +253,7 @@ class _Tuned(torch.nn.Module):
         z = self.norm(self.G.encode(x))
         return {t: torch.sigmoid(h(z)) for t, h in self.heads.items()}
 
-
+# %% ../nbs/19_probing.ipynb #958a7037
 def finetune_model(model, data, steps=5000, batch_size=16, lr=1e-4, head_lr=1e-3, seed=0, progress=False):
     "One row of Table 1 for `model` (an MDE `Completer`) with its encoder fine-tuned together with the heads (a copy)."
     fit_images, fit_t = data['fit']
@@ -262,12 +267,10 @@ def finetune_model(model, data, steps=5000, batch_size=16, lr=1e-4, head_lr=1e-3
         net = _Tuned(model.net, {t: v.shape[1] for t, v in T.items()}).to(dev)
     enc = [p for n, p in net.named_parameters() if n.startswith('G.') and p.requires_grad]
     opt = torch.optim.Adam([{'params': enc, 'lr': lr}, {'params': net.heads.parameters(), 'lr': head_lr}])
-    g = torch.Generator().manual_seed(seed)
-    perm, pos = torch.randperm(len(fit_images), generator=g), 0
+    batches = minibatches(len(fit_images), batch_size, torch.Generator().manual_seed(seed))
     net.train()
     for _ in tqdm(range(steps), desc=f'fine-tune {model.name}', disable=not progress, leave=False):
-        if pos + batch_size > len(perm): perm, pos = torch.randperm(len(fit_images), generator=g), 0
-        idx = perm[pos:pos + batch_size]; pos += batch_size
+        idx = next(batches)
         out = net(fit_images[idx].to(dev).float().div_(255))
         loss = sum(_l2(out[t], T[t][idx].to(dev), known[t][idx].to(dev)) for t in T)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
@@ -284,6 +287,7 @@ def finetune_model(model, data, steps=5000, batch_size=16, lr=1e-4, head_lr=1e-3
 # %% ../nbs/19_probing.ipynb #df3686ce
 _NA = 'n/a'
 
+# %% ../nbs/19_probing.ipynb #918501c2
 def table1_wide(rows, tasks):
     "Table 1's layout: per model our numbers and the paper's, 'n/a' where a task is not in the data."
     out = []
@@ -302,7 +306,7 @@ def table1_wide(rows, tasks):
         out.append(w)
     return out
 
-
+# %% ../nbs/19_probing.ipynb #43bf27f6
 def table2_rows(rows, tasks):
     "Table 2: the paper's comparison rows, then our best model (lowest attribute error, or class error)."
     key = 'attr_error' if 'attributes' in tasks else 'class_error'
@@ -314,7 +318,7 @@ def table2_rows(rows, tasks):
                 'source': 'ours' + ('' if key == 'attr_error' else f": {what} {best[key]:.2f}")})
     return out, best
 
-
+# %% ../nbs/19_probing.ipynb #447342b2
 def _figure(rows, tasks, title):
     import matplotlib.pyplot as plt
     keys = [('attr_error', 'paper_attributes', 'attributes: % error')] if 'attributes' in tasks else []
@@ -331,7 +335,7 @@ def _figure(rows, tasks, title):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/19_probing.ipynb #082a65ae
 def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs', device='auto', progress=True, overrides=None):
     "Tables 1-2: the random generator and each `studies.probing` run, probed; tables, figure and provenance into `out`."
     device = pick_device(device)     # 'auto' (the default): the GPU when there is one, else the CPU, as train.device
@@ -401,5 +405,5 @@ def probing_study(out='outputs/probing', path='params.yaml', root='outputs/runs'
                                'file': str(run_dir(m.name, root) / 'model.pt') if label != RANDOM else 'random init',
                                'mask': m.params['mask'], 'S': m.params['S']} for label, m in models.items()},
             'paper': {'table1': PAPER_TABLE1, 'table2': PAPER_TABLE2}, **environment(device)}
-    (out / 'provenance.json').write_text(json.dumps(prov, indent=2, default=str))
+    write_provenance(out, prov)
     return rows

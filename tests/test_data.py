@@ -9,7 +9,7 @@ from PIL import Image
 
 import mde.data as D
 from mde.data import (CELEBA_CROP, CIFAR10_CLASSES, ImageDataset, celeba_crop_box, celeba_to_crop,
-                      load_dataset, prepare_dataset, shared_data_dir)
+                      load_dataset, minibatches, prepare_dataset, shared_data_dir)
 from mde.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1142,3 +1142,34 @@ def test_folder_data_what_needs_labels_says_so_and_the_rest_runs(tmp_path):
     m = Completer(p2, build_networks(p2))
     rows = evaluate(m, ds.images, ['REC@0.1'], progress=False)
     assert rows[0]['psnr'] > 0 and 'ssim' in rows[0]
+
+
+def _hand_written_batches(n, b, steps, g):
+    "The loop `minibatches` replaced in the probes (mde.probing) and the classifier's training."
+    perm, pos, out = torch.randperm(n, generator=g), 0, []
+    for _ in range(steps):
+        if pos + b > n: perm, pos = torch.randperm(n, generator=g), 0
+        idx = perm[pos:pos + b]; pos += b
+        out.append(idx)
+        torch.rand(2, generator=g)                       # another use of the generator between batches (augmentation)
+    return out
+
+
+@pytest.mark.parametrize('n, b', [(10, 3), (12, 4), (5, 5), (7, 1), (3, 8), (64, 16)])
+def test_minibatches_equal_the_hand_written_loop(n, b):
+    g1, g2 = torch.Generator().manual_seed(n + b), torch.Generator().manual_seed(n + b)
+    want = _hand_written_batches(n, b, 25, g1)
+    batches, got = minibatches(n, b, g2), []
+    for _ in range(25):
+        got.append(next(batches))
+        torch.rand(2, generator=g2)
+    assert all(torch.equal(x, y) for x, y in zip(got, want)) and torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_minibatches_cover_an_epoch_and_drop_the_tail():
+    batches = minibatches(10, 3, torch.Generator().manual_seed(0))
+    first = torch.cat([next(batches) for _ in range(3)])
+    assert len(first) == 9 == len(first.unique())                       # one epoch: 3 disjoint batches, one item left out
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state(); minibatches(10, 3, g)
+    assert not torch.equal(state, g.get_state())                         # the first permutation is drawn at the call

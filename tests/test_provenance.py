@@ -1,6 +1,7 @@
 """Tests of mde.provenance: the code hashes (function_hash, code_fingerprint), the commit of the mde code (git_commit),
 the device's name and the environment recorded next to a result."""
 import importlib
+import json
 import os
 import platform
 import re
@@ -14,7 +15,7 @@ import torch
 import mde
 import mde.data as D
 from mde.data import DATASETS
-from mde.provenance import code_fingerprint, device_name, environment, function_hash, git_commit
+from mde.provenance import code_fingerprint, device_name, environment, function_hash, git_commit, write_provenance
 
 GIT_ENV = {'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@t', 'GIT_COMMITTER_NAME': 't', 'GIT_COMMITTER_EMAIL': 't@t'}
 
@@ -137,3 +138,11 @@ def test_device_name_and_environment():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_device_name_of_a_gpu():
     assert device_name('cuda:0') == f'cuda:0 ({torch.cuda.get_device_name(0)})'
+
+
+def test_write_provenance_writes_the_bytes_the_studies_wrote_by_hand(tmp_path):
+    prov = {'params': tmp_path / 'params.yaml', 'study': 'x', 'dtype': torch.float32, 'n': [1, 2.5, None], **environment()}
+    path = write_provenance(tmp_path, prov)
+    assert path == tmp_path / 'provenance.json'
+    assert path.read_bytes() == json.dumps(prov, indent=2, default=str).encode()
+    assert write_provenance(str(tmp_path), {'a': 1}).read_text() == '{\n  "a": 1\n}'     # a str folder too; overwrites
