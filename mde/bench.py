@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from .build import amp_choice, build, pick_device
+from .build import amp_choice, build, channels_last_choice, pick_device
 from .complete import main as complete_main
 from .inference import save_model
 from .params import load_params
@@ -218,8 +218,10 @@ def bench_model(model, device, steps, peaks, path='params.yaml', smoke=False, wa
         extra = {'compiled': runs[2][0], 'speedup_compiled': runs[2][0]['images_per_s'] / s_plain['images_per_s'],
                  'losses_match_compiled': c_ok, 'loss_worst_rel_diff_compiled': c_rel, 'losses_compiled': comp['losses']}
     return {**extra, 'model': model, 'img_size': size, 'batch_size': bs, 'parameters': n_params,
-            'optimizations': {k: opt_p['train'][k] for k in OPTIMIZATIONS},
-            'amp_path': amp_choice(opt_p['train']['amp'], device)[1], 'steps': steps, 'timed_steps': timed,
+            'optimizations': {**{k: opt_p['train'][k] for k in OPTIMIZATIONS}, 'amp': runs[1][1],
+                              'channels_last': channels_last_choice(opt_p['train']['channels_last'], device)[0]},
+            'amp_path': amp_choice(opt_p['train']['amp'], device)[1],
+            'channels_last_path': channels_last_choice(opt_p['train']['channels_last'], device)[1], 'steps': steps, 'timed_steps': timed,
             'flops_per_update': flops, 'plain': s_plain, 'optimized': s_opt,
             'speedup': s_opt['images_per_s'] / s_plain['images_per_s'],
             'losses_match': ok, 'loss_tolerance': f'|optimized - plain| <= {LOSS_ATOL} + {LOSS_RTOL} * |plain|, first {LOSS_UPDATES} updates',
@@ -293,7 +295,8 @@ def markdown_table(result):
         extra = f"; paper schedule (300,000 updates): {r['paper_schedule_hours']:.3g} h" if r['paper_schedule_hours'] else ''
         lines.append(f"- {r['model']}: {r['flops_per_update'] / 1e9:.4g} GFLOP per update, data path "
                      f"{r['data_images_per_s']:.4g} images/s = {r['data_headroom']:.3g}x what the optimized update consumes{extra}; "
-                     f"bf16 autocast: {'on' if r['optimized']['peak_used'] == 'bf16' else 'off'} ({r.get('amp_path', 'train.amp')})")
+                     f"bf16 autocast: {'on' if r['optimized']['peak_used'] == 'bf16' else 'off'} ({r.get('amp_path', 'train.amp')}); "
+                     f"channels-last: {'on' if r['optimizations'].get('channels_last') else 'off'} ({r.get('channels_last_path', 'train.channels_last')})")
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/17_bench.ipynb #a532b914

@@ -19,7 +19,7 @@ with warnings.catch_warnings():          # tqdm.auto in a kernel without ipywidg
     from tqdm.auto import tqdm
 
 from .params import positive_int, score_settings
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset, load_dataset, minibatches
 from .files import atomic_save
 from .metrics import FeatureDistances, distance_backend, inception_score
 
@@ -186,13 +186,12 @@ def train_classifier(dataset, steps=300, batch_size=64, lr=1e-2, seed=0, progres
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
     g = torch.Generator().manual_seed(seed)
     n, b = len(X), min(batch_size, len(X))
-    order, pos, losses = torch.randperm(n, generator=g), 0, []
+    batches, losses = minibatches(n, b, g), []
     model.train()
     t0 = time.time()
     bar = tqdm(range(steps), desc=f'classifier ({name})', disable=not progress, dynamic_ncols=True)
     for step in bar:
-        if pos + b > n: order, pos = torch.randperm(n, generator=g), 0
-        idx = order[pos:pos + b]; pos += b
+        idx = next(batches)
         x = X[idx].to(device).float().div_(255)
         if aug: x = _augment(x, g)
         loss = _loss(model(x), y[idx].to(device), multilabel)

@@ -69,7 +69,7 @@ def make_batch(setup, source, step):
     "Images Z, masks M (1 = kept) with their boxes, and a fresh mask M~ of the same distribution (for HnS)."
     p, dev = setup.params, setup.device
     Z = source(step)
-    if p['train'].get('channels_last'): Z = Z.contiguous(memory_format=torch.channels_last)
+    if setup.channels_last: Z = Z.contiguous(memory_format=torch.channels_last)
     g = mask_rng(p['seed'], step, setup.rank, dev)
     if p['arch'] == 'ce': return {'Z': Z, 'M': run_masks(p, Z, g)}
     M, boxes = run_masks(p, Z, g, return_boxes=True)

@@ -23,7 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 import mde
-from .build import amp_choice, barrier, build, init_distributed, pick_device
+from .build import amp_choice, barrier, build, channels_last_choice, init_distributed, pick_device
 from .cards import write_model_card
 from .checkpoint import CheckpointWriter, find_checkpoint, load_checkpoint, read_checkpoint, resolve_background
 from .data import load_dataset
@@ -195,7 +195,8 @@ def train(params, out_dir='outputs/train', resume='auto', progress=None):
            'world_size': world, 'amp_bf16': setup.amp, 'amp_reason': amp_choice(t.get('amp', 'auto'), device)[1],
            'checkpoint_writes': {'background': background, 'why': background_why},
            'git_commit': git_commit(),
-           'optimizations': {'amp_bf16': setup.amp, 'channels_last': bool(t.get('channels_last')),
+           'channels_last_reason': channels_last_choice(t.get('channels_last', 'auto'), device)[1],
+           'optimizations': {'amp_bf16': setup.amp, 'channels_last': setup.channels_last,
                              'compile': bool(t.get('compile')), 'fused_optimizer': setup.opts[main_net].defaults.get('fused'),
                              'deterministic': bool(t.get('deterministic'))},
            'code': code_fingerprint(), 'resumed_from_step': start,

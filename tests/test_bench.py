@@ -68,13 +68,16 @@ def test_run_json_says_which_path_the_trainer_took(tmp_path):
     train(p, tmp_path / 'run')
     run = json.loads((tmp_path / 'run' / 'run.json').read_text())
     amx = cpu_has_amx()                                  # auto: bf16 autocast on a CPU only where it has AMX
-    assert run['optimizations'] == {'amp_bf16': amx, 'channels_last': p['train']['channels_last'],
+    assert p['train']['channels_last'] == 'auto'         # auto: channels-last on a CPU only where it has AMX too
+    assert run['optimizations'] == {'amp_bf16': amx, 'channels_last': amx,
                                     'compile': False, 'fused_optimizer': True, 'deterministic': False}
     assert run['amp_bf16'] is amx and run['amp_reason'].startswith('auto: this CPU has ' + ('AMX' if amx else 'no AMX'))
-    set_param(p, 'train.amp', True)                      # forced: bf16 whatever the CPU
+    assert run['channels_last_reason'].startswith('auto: ' + ('this CPU has AMX' if amx else 'no gain measured'))
+    set_param(p, 'train.amp', True); set_param(p, 'train.channels_last', True)    # forced, whatever the CPU
     train(p, tmp_path / 'bf16')
     run = json.loads((tmp_path / 'bf16' / 'run.json').read_text())
     assert run['amp_bf16'] is True and run['amp_reason'] == 'train.amp: true (set)'
+    assert run['optimizations']['channels_last'] is True and run['channels_last_reason'] == 'train.channels_last: true (set)'
     set_param(p, 'train.amp', False); set_param(p, 'train.fused_optimizer', False)
     train(p, tmp_path / 'plain')
     run = json.loads((tmp_path / 'plain' / 'run.json').read_text())
