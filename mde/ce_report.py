@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .build import pick_device
 from .data import spaced_indices, load_dataset
-from .evaluation import heatmap, pivot, write_table
+from .tables import heatmap, pivot, write_table
 from .metrics import mse
 from .params import find_params
 from .provenance import environment

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .build import pick_device
-from .evaluation import as_float, scenario_name, test_masks
+from .evaluation import as_float, test_masks
+from .scenarios import scenario_name
 from .studies import save_figure, load_run, run_dir, studies_config, test_set
 from .params import find_params
 from .provenance import environment

@@ -11,7 +11,8 @@ import json
 import torch
 
 from .build import pick_device
-from .evaluation import as_float, protocol_notes, test_masks, write_table
+from .evaluation import as_float, protocol_notes, test_masks
+from .tables import write_table
 from .masks import OCCLUSIONS
 from .studies import save_figure, describe_losses, load_run, run_study
 
