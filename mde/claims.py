@@ -10,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from .evaluation import write_table
+from .tables import write_table
 
 # %% ../nbs/23_claims.ipynb #9772d148
 def _num(v):

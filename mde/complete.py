@@ -19,7 +19,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
 from .build import pick_device
-from .evaluation import TEST_SEED, parse_scenario, test_masks
+from .evaluation import TEST_SEED, test_masks
+from .scenarios import parse_scenario
 from .inference import load_model
 from .step import seed_of
 

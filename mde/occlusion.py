@@ -9,7 +9,8 @@ __all__ = ['PAPER_TABLE3', 'OCCLUSION_NAMES', 'table3_rows', 'occlusion_figure',
 import torch
 
 from .build import pick_device
-from .evaluation import as_float, protocol_notes, test_masks, write_table
+from .evaluation import as_float, protocol_notes, test_masks
+from .tables import write_table
 from .masks import OCCLUSIONS
 from .provenance import write_provenance
 from .studies import save_figure, describe_losses, load_run, run_study

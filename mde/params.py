@@ -13,7 +13,6 @@ import copy
 import math
 import numbers
 import re
-import warnings
 from pathlib import Path
 
 import yaml
@@ -21,6 +20,7 @@ import yaml
 from .data import DATASETS
 from .losses import HNS_FORMS, REDUCTIONS, VGG_INPUTS   # the losses' conventions: defined once, in mde.losses
 from .masks import MASK_KINDS
+from .scenarios import parse_scenario       # the test scenarios a study names
 
 # %% ../nbs/05_params.ipynb #b2e1d4c3
 _FLOAT_TAG = 'tag:yaml.org,2002:float'
@@ -375,9 +375,6 @@ def _check_studies(sec, runs, path):
     out = dict(sec)
     for key, rule in (('test_seed', _int(0)), ('test_images', _int(1, null=True))):
         if key in sec: out[key] = rule(f'studies.{key}', sec[key])
-    with warnings.catch_warnings():                     # here, not at import: reading parameters needs no metrics
-        warnings.filterwarnings('ignore', message='IProgress not found')   # tqdm.auto in a kernel without ipywidgets
-        from mde.evaluation import parse_scenario
     for study, st in sec.items():
         if study in ('test_seed', 'test_images'): continue
         key = f'studies.{study}'

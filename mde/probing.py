@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .build import build_networks, pick_device
 from .data import minibatches, spaced_indices
-from .evaluation import write_table
+from .tables import write_table
 from .inference import Completer
 from .params import PROBE_DEFAULTS, find_params
 from .provenance import environment, write_provenance

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mde.evaluation import write_table
+from mde.tables import write_table
 from mde.inference import load_model
 from mde.probing import RANDOM, fit_head, predict_head, probe_data, probe_scores, random_model, trivial_row
 from mde.studies import data_split, load_run

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mde.evaluation import write_table
+from mde.tables import write_table
 from mde.probing import RANDOM, _Tuned, _l2, _n_classes, _targets, probe_data, probe_scores, random_model, trivial_row
 from mde.studies import load_run
 

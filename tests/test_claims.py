@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 
 from mde.claims import claims_table, write_claims
-from mde.evaluation import write_table
+from mde.tables import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 MASKS = {'random weights': 'rec', 'I': 'inpaint', 'RI': 'reverse', 'REC10': 'rec', 'REC30': 'rec'}

@@ -1,19 +1,16 @@
-"""Tests for mde.evaluation: scenario names, protocol test masks, per-image score rules, evaluate on stand-in
-models, sanity rows, tables, pivot and figures."""
-import csv
+"""Tests for mde.evaluation: protocol test masks, per-image score rules, evaluate on stand-in models, sanity rows,
+the protocol record."""
 import json
 import math
 import subprocess
 import sys
 
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import mde.evaluation as ev  # noqa: E402  (not `from ... import test_masks`: pytest would see a test function)
-from mde.masks import OCCLUSIONS, occlusion_mask, sample_masks  # noqa: E402
+import mde.evaluation as ev  # (not `from ... import test_masks`: pytest would see a test function)
+from mde.masks import OCCLUSIONS, occlusion_mask, sample_masks
+from mde.scenarios import FIG7_SCENARIOS, parse_scenario
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
@@ -64,45 +61,9 @@ def half(Z, M):
 IMAGES = smooth_images()
 
 
-# ---------------------------------------------------------------- scenarios
-
-@pytest.mark.parametrize('name, expected', [
-    ('I@0.25', ('inpaint', 0.25)), ('RI@0.5', ('reverse', 0.5)), ('Col1', ('color1', None)),
-    ('Col2', ('color2', None)), ('RE@0.25', ('random', 0.25)), ('REC@0.1', ('rec', 0.1)), ('CE', ('center', None)),
-    ('rec@.1', ('rec', 0.1)), (' random @ 0.3 ', ('random', 0.3)), ('col1@0.3', ('color1', None)),
-    ('center', ('center', None)), ('inpaint@1e-1', ('inpaint', 0.1))])
-def test_parse_scenario(name, expected):
-    assert ev.parse_scenario(name) == expected
-
-
-@pytest.mark.parametrize('bad', ['RE', 'REC', 'I', 'RE@0', 'RE@1', 'RE@1.5', 'RE@-0.1', 'RE@nan', 'RE@inf', 'RE@x',
-                                 'XY@0.1', 'Col3', '', 'RE@0.1@0.2', 'Col1@abc', 'RE 0.1', None, 0.25])
-def test_parse_scenario_bad(bad):
-    with pytest.raises(ValueError, match='valid forms'):
-        ev.parse_scenario(bad)
-
-
-def test_scenario_name_and_round_trip():
-    assert ev.scenario_name('random', 0.25) == 'RE@0.25'
-    assert ev.scenario_name('rec', 0.1) == 'REC@0.1'
-    assert ev.scenario_name('color2', 0.7) == 'Col2' and ev.scenario_name('center') == 'CE'
-    assert ev.scenario_name('RE', 0.5) == 'RE@0.5'
-    for kind in ('inpaint', 'reverse', 'random', 'rec'):
-        for S in (0.1, 1 / 3, 0.30000000000000004, 0.999):
-            assert ev.parse_scenario(ev.scenario_name(kind, S)) == (kind, S)
-    for name in ev.FIG7_SCENARIOS + ('CE',):
-        assert ev.scenario_name(*ev.parse_scenario(name)) == name
-    with pytest.raises(ValueError, match='needs a masking ratio'):
-        ev.scenario_name('random')
-    with pytest.raises(ValueError, match='unknown mask kind'):
-        ev.scenario_name('blur', 0.1)
-    with pytest.raises(ValueError, match='open interval'):
-        ev.scenario_name('rec', 1.0)
-
-
 # ---------------------------------------------------------------- test masks
 
-@pytest.mark.parametrize('scenario', ev.FIG7_SCENARIOS + ('CE',))
+@pytest.mark.parametrize('scenario', FIG7_SCENARIOS + ('CE',))
 def test_masks_deterministic_and_independent_of_the_run_rng(scenario):
     torch.manual_seed(0)
     a = ev.test_masks(scenario, 40, 16)
@@ -261,7 +222,7 @@ def test_evaluate_gives_the_model_only_the_masked_input():
 
 def test_evaluate_fill_model_equals_the_mean_fill_sanity_row():
     scen = ['I@0.25', 'Col1', 'REC@0.3', 'CE']
-    mean = ev.mean_colour(IMAGES)
+    mean = ev.mean_color(IMAGES)
     assert torch.allclose(mean, (IMAGES.double() / 255).mean((0, 2, 3)).float())
     fill = StandIn(lambda Z, M: torch.where(M.bool(), Z, mean.view(1, 3, 1, 1)), name='mine')
     mine = ev.evaluate(fill, IMAGES, scen, batch_size=64, progress=False)
@@ -366,7 +327,7 @@ def test_evaluate_cuda_matches_cpu():
             assert a[k] == pytest.approx(b[k], abs=1e-4)
 
 
-# ---------------------------------------------------------------- protocol info, tables, pivot, figures
+# ---------------------------------------------------------------- protocol info
 
 def test_protocol_info():
     info = ev.protocol_info(IMAGES, scenarios=['RE@0.25', 'col1', 'CE'])
@@ -380,107 +341,11 @@ def test_protocol_info():
         info = {'name': 'digits', 'split': 'test', 'n': 297, 'img_size': 32, 'classes': list('0123456789')}
     i2 = ev.protocol_info(DS(), seed=5)
     assert i2['images'] == {'name': 'digits', 'split': 'test', 'img_size': 32, 'n': 297} and i2['test_seed'] == 5
-    assert len(i2['scenarios']) == len(ev.FIG7_SCENARIOS)
+    assert len(i2['scenarios']) == len(FIG7_SCENARIOS)
     assert any('digits/test, 297 test images' in line for line in ev.protocol_notes(i2))
     assert '24 test images' in ev.protocol_notes(ev.protocol_info(IMAGES))[0]
     with pytest.raises(ValueError, match='valid forms'):
         ev.protocol_info(scenarios=['RE'])
-
-
-def rows_for_table():
-    return [{'model': 'a|b', 'scenario': 'RE@0.25', 'S': 0.25, 'n': 10, 'psnr': 21.23456, 'ssim': 0.876543,
-             'psnr_missing': 1 / 3, 'fid': None, 'kid': 0.0123456},
-            {'model': 'c', 'scenario': 'Col1', 'S': None, 'n': 10, 'psnr': 100.0, 'ssim': 1.0, 'psnr_missing': 99.5,
-             'extra': 'x', 'psnr_std': 1.23456}]
-
-
-def test_write_table_round_trip(tmp_path):
-    rows = rows_for_table()
-    info = ev.protocol_info(scenarios=['RE@0.25'])
-    paths = ev.write_table(rows, tmp_path / 'sub', 'grid', title='A title', notes=['made by a test', 'second'], info=info)
-    assert paths['csv'] == tmp_path / 'sub' / 'grid.csv' and paths['md'].exists()
-    assert json.loads(paths['json'].read_text())['test_seed'] == ev.TEST_SEED
-    with open(paths['csv'], newline='') as f:
-        back = list(csv.DictReader(f))
-    assert list(back[0]) == ['model', 'scenario', 'S', 'n', 'psnr', 'ssim', 'psnr_missing', 'fid', 'kid', 'extra',
-                             'psnr_std']
-    assert back[0]['model'] == 'a|b' and float(back[0]['psnr_missing']) == 1 / 3 and back[0]['fid'] == ''
-    assert back[1]['S'] == '' and back[1]['extra'] == 'x' and back[0]['extra'] == '' and int(back[0]['n']) == 10
-    md = paths['md'].read_text().splitlines()
-    assert md[0] == '### A title' and md[1] == ''
-    header, sep, r0 = md[2], md[3], md[4]
-    assert header.startswith('| model | scenario |') and 'pSNR (dB)' in header and 'pSNR (dB) std' in header
-    assert sep.count('|') == header.count('|') and '---:' in sep
-    cells = [c.strip() for c in r0.strip('|').split(' | ')]
-    assert 'a\\|b' in r0 and '21.23' in cells and '0.877' in cells and '0.33' in cells and '0.0123' in cells
-    assert '0.25' in cells
-    assert md[-2:] == ['- made by a test', '- second']
-    assert len([line for line in md if line.startswith('| ')]) == 3          # header + 2 rows
-
-
-def test_write_table_columns_formats_and_errors(tmp_path):
-    rows = rows_for_table()
-    p = ev.write_table(rows, tmp_path, 't', columns=['model', 'psnr'], formats={'psnr': '.1f'}, labels={'psnr': 'P'})
-    md = p['md'].read_text()
-    assert '| model | P |' in md and '| 21.2 |' in md and 'json' not in p
-    with open(p['csv'], newline='') as f:
-        assert next(csv.reader(f)) == ['model', 'psnr']
-    with pytest.raises(ValueError, match='in no row'):
-        ev.write_table(rows, tmp_path, 't', columns=['model', 'psnr_typo'])
-    with pytest.raises(ValueError, match='non-empty'):
-        ev.write_table([], tmp_path, 't')
-    with pytest.raises(ValueError, match='plain file name'):
-        ev.write_table(rows, tmp_path, 'a/b')
-
-
-def test_pivot():
-    rows = [{'model': m, 'scenario': s, 'psnr': i * 10 + j} for i, m in enumerate(['A', 'B'])
-            for j, s in enumerate(['RE@0.25', 'Col1', 'CE']) if (m, s) != ('B', 'Col1')]
-    p = ev.pivot(rows, 'model', 'scenario', 'psnr')
-    rl, cl, vals = p
-    assert rl == ['A', 'B'] and cl == ['RE@0.25', 'Col1', 'CE']
-    assert vals == [[0, 1, 2], [10, None, 12]]
-    assert p.row_labels == rl and p.values == vals and (p.index_name, p.columns_name, p.value_name) == ('model', 'scenario', 'psnr')
-    assert list(p.to_rows()[0])[0] == 'model \\ scenario'
-    assert p.to_rows('model \\ test')[1] == {'model \\ test': 'B', 'RE@0.25': 10, 'Col1': None, 'CE': 12}
-    with pytest.raises(ValueError, match='two rows'):
-        ev.pivot(rows + rows[:1], 'model', 'scenario', 'psnr')
-    with pytest.raises(ValueError, match='in no row'):
-        ev.pivot(rows, 'model', 'scenario', 'fid')
-
-
-def test_heatmap_and_line_plot(tmp_path):
-    rows = [{'model': m, 'scenario': ev.scenario_name(k, S), 'kind': k, 'S': S, 'psnr': 10 + i + 20 * (S or 0)}
-            for i, m in enumerate(['A', 'B', 'C']) for k, S in [('rec', 0.1), ('rec', 0.3), ('rec', 0.5), ('color1', None)]]
-    rows = [r for r in rows if (r['model'], r['scenario']) != ('C', 'Col1')]
-    p = ev.pivot(rows, 'model', 'scenario', 'psnr')
-    fig, ax = ev.heatmap(p, 'pSNR', fmt='.1f')
-    texts = [t.get_text() for t in ax.texts]
-    assert len(texts) == 11 and '12.0' in texts and ax.get_title() == 'pSNR'
-    assert [t.get_text() for t in ax.get_xticklabels()] == ['REC@0.1', 'REC@0.3', 'REC@0.5', 'Col1']
-    fig.savefig(tmp_path / 'h.png')
-    assert (tmp_path / 'h.png').stat().st_size > 1000
-    plt.close(fig)
-    fig, axs = plt.subplots(1, 2)
-    f2, ax2 = ev.heatmap(p, ax=axs[0], colorbar=True)
-    assert f2 is fig and ax2 is axs[0] and ax2.get_title() == 'psnr'
-    f3, ax3 = ev.line_plot(rows, 'S', 'psnr', 'model', ax=axs[1])
-    assert f3 is fig and len(ax3.get_lines()) == 3                     # Col1 (S None) is left out
-    xs, ys = ax3.get_lines()[0].get_data()
-    assert list(xs) == [0.1, 0.3, 0.5] and list(ys) == pytest.approx([12, 16, 20])
-    plt.close(fig)
-    dup = rows + [{'model': 'A', 'kind': 'random', 'S': 0.1, 'psnr': 1.0}]
-    with pytest.raises(ValueError, match='same'):
-        ev.line_plot(dup, 'S', 'psnr', 'model')
-    fig, ax = ev.line_plot(dup, 'S', 'psnr', ('model', 'kind'))
-    assert len(ax.get_lines()) == 4
-    plt.close(fig)
-    std = [dict(r, psnr_std=0.5) for r in rows]
-    fig, ax = ev.line_plot(std, 'S', 'psnr', 'model', err=True)
-    assert len(ax.containers) == 3
-    plt.close(fig)
-    with pytest.raises(ValueError, match='no row'):
-        ev.line_plot(rows, 'S', 'fid', 'model')
 
 
 def test_module_import_is_light():
@@ -491,7 +356,7 @@ def test_module_import_is_light():
 
 def test_occlusion_scenarios_are_the_fixed_face_boxes():
     for occ in OCCLUSIONS:
-        assert ev.parse_scenario(occ) == (occ, None)
+        assert parse_scenario(occ) == (occ, None)
         M = ev.test_masks(occ, 5, 32)
         assert torch.equal(M, occlusion_mask(occ, 32).expand(5, 3, 32, 32))
     with pytest.raises(ValueError, match='aligned'):
