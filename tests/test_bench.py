@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mde.bench import BENCH_MODELS, OPTIMIZATIONS, PLAIN, bench_params, main, run_bench
-from mde.build import cpu_has_amx
+from mde.build import BF16_MIN_GAIN, amp_choice, cpu_bf16_gain, cpu_has_amx, cpu_has_avx512_bf16
 from mde.params import SMOKE, load_params, set_param
 from mde.trainer import train
 
@@ -67,12 +67,14 @@ def test_run_json_says_which_path_the_trainer_took(tmp_path):
     for k, v in {**SMOKE, 'data.root': str(tmp_path / 'data'), 'train.steps': 2}.items(): set_param(p, k, v)
     train(p, tmp_path / 'run')
     run = json.loads((tmp_path / 'run' / 'run.json').read_text())
-    amx = cpu_has_amx()                                  # auto: bf16 autocast on a CPU only where it has AMX
-    assert p['train']['channels_last'] == 'auto'         # auto: channels-last on a CPU only where it has AMX too
-    assert run['optimizations'] == {'amp_bf16': amx, 'channels_last': amx,
+    amx, bf16 = cpu_has_amx(), cpu_has_avx512_bf16()
+    fast_bf16 = amx or (bf16 and cpu_bf16_gain() >= BF16_MIN_GAIN)   # auto: bf16 autocast where the CPU does it fast
+    assert p['train']['channels_last'] == 'auto'                      # auto: channels-last on a CPU with bf16 units
+    assert run['optimizations'] == {'amp_bf16': fast_bf16, 'channels_last': amx or bf16,
                                     'compile': False, 'fused_optimizer': True, 'deterministic': False}
-    assert run['amp_bf16'] is amx and run['amp_reason'].startswith('auto: this CPU has ' + ('AMX' if amx else 'no AMX'))
-    assert run['channels_last_reason'].startswith('auto: ' + ('this CPU has AMX' if amx else 'no gain measured'))
+    assert run['amp_bf16'] is fast_bf16 and run['amp_reason'] == amp_choice('auto', 'cpu')[1]
+    assert run['amp_reason'].startswith('auto: this CPU has ' + ('AMX' if amx else 'avx512_bf16' if bf16 else 'neither'))
+    assert run['channels_last_reason'].startswith('auto: ' + ('this CPU has' if amx or bf16 else 'no gain measured'))
     set_param(p, 'train.amp', True); set_param(p, 'train.channels_last', True)    # forced, whatever the CPU
     train(p, tmp_path / 'bf16')
     run = json.loads((tmp_path / 'bf16' / 'run.json').read_text())

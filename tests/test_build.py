@@ -12,11 +12,19 @@ from mde.build import build
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('amx', [True, False])
-def test_auto_takes_bf16_on_a_cpu_only_where_it_has_amx(monkeypatch, amx):
+@pytest.mark.parametrize('amx,bf16,gain,use', [(True, True, 0.5, True), (False, True, 2.5, True), (False, True, 0.56, False),
+                                              (False, False, 2.5, False)])
+def test_auto_takes_bf16_on_a_cpu_only_where_it_pays(monkeypatch, amx, bf16, gain, use):
+    # AMX: always; avx512_bf16 without AMX: where bf16 matmuls measured fast enough (an AMD EPYC 2.5x: yes; a Xeon
+    # 0.56x: no); neither: never (the CPU would emulate bf16)
     monkeypatch.setattr(B, 'cpu_has_amx', lambda: amx)
-    use, why = B.amp_choice('auto', 'cpu')
-    assert use is amx and ('has AMX' in why if amx else 'no AMX' in why)
+    monkeypatch.setattr(B, 'cpu_has_avx512_bf16', lambda: bf16)
+    monkeypatch.setattr(B, 'cpu_bf16_gain', lambda: gain)
+    got, why = B.amp_choice('auto', 'cpu')
+    assert got is use and why.startswith('auto: this CPU has ' + ('AMX' if amx else 'avx512_bf16' if bf16 else 'neither'))
+    assert (f'at least {B.BF16_MIN_GAIN}x' in why) == (use and not amx)
+    assert B.channels_last_choice('auto', 'cpu')[0] is (amx or bf16)
+    assert B.channels_last_choice('auto', 'cuda')[0] and B.channels_last_choice(False, 'cuda')[0] is False
     assert B.amp_choice('auto', 'cuda') == (True, 'auto: a CUDA GPU')          # a GPU: always bf16 under auto
     assert B.amp_choice(True, 'cpu')[0] is True and B.amp_choice(False, 'cpu')[0] is False   # forced either way
 
@@ -27,8 +35,10 @@ def test_setup_autocasts_as_amp_choice_decides(monkeypatch):
     assert p['train']['amp'] == 'auto'                                          # the default
     for amx in (True, False):
         monkeypatch.setattr(B, 'cpu_has_amx', lambda: amx)
+        monkeypatch.setattr(B, 'cpu_has_avx512_bf16', lambda: False)
         setup = B.build(p)
-        assert setup.amp is amx
+        assert setup.amp is amx and setup.channels_last is amx
+        assert next(setup.net('G').parameters()).is_contiguous(memory_format=torch.channels_last) or not amx
         with setup.autocast():
             y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
         assert y.dtype == (torch.bfloat16 if amx else torch.float32)
